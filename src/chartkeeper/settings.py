@@ -1,0 +1,40 @@
+"""One settings object, read from ``CHARTKEEPER_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("CHARTKEEPER_HOME", "var")).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Every field has a ``CHARTKEEPER_<NAME>`` variable."""
+
+    home: Path = field(default_factory=_default_home)
+    database_url: str = ""
+    base_url: str = "http://127.0.0.1:8000/fhir"
+    max_body_bytes: int = 20 * 1024 * 1024
+    default_page_size: int = 50
+    max_page_size: int = 1000
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        home = _default_home()
+        database_url = os.environ.get("CHARTKEEPER_DATABASE_URL") or (
+            f"sqlite:///{home / 'chartkeeper.sqlite'}"
+        )
+        return cls(
+            home=home,
+            database_url=database_url,
+            base_url=os.environ.get("CHARTKEEPER_BASE_URL", cls.base_url).rstrip("/"),
+            max_body_bytes=int(os.environ.get("CHARTKEEPER_MAX_BODY_BYTES", cls.max_body_bytes)),
+            default_page_size=int(
+                os.environ.get("CHARTKEEPER_DEFAULT_PAGE_SIZE", cls.default_page_size)
+            ),
+            max_page_size=int(os.environ.get("CHARTKEEPER_MAX_PAGE_SIZE", cls.max_page_size)),
+        )
