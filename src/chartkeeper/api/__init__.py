@@ -1,0 +1,1 @@
+"""The FastAPI application: the FHIR REST API and, later, the HIM API and workbench."""

@@ -1,0 +1,629 @@
+"""The FHIR R4 REST API under ``/fhir``: instance, type and system interactions, $everything, $export."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
+from sqlalchemy.exc import IntegrityError
+
+from chartkeeper import __version__
+from chartkeeper.fhir.definitions import load as load_definitions
+from chartkeeper.store import Store
+from chartkeeper.store.bundle import BundleProcessor, operation_outcome, parse_etag
+from chartkeeper.store.errors import (
+    Conflict,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    OutcomeIssue,
+    StoreError,
+)
+from chartkeeper.store.export import ExportManager, check_types
+from chartkeeper.store.search import SearchPage, parse_query
+from chartkeeper.store.service import HistoryPage, Txn, WriteResult, everything, now_instant
+
+FHIR_JSON = "application/fhir+json"
+JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+router = APIRouter(prefix="/fhir")
+
+
+class PayloadTooLarge(StoreError):
+    status = 413
+    issue_code = "too-long"
+
+
+class UnsupportedMediaType(StoreError):
+    status = 415
+    issue_code = "not-supported"
+
+
+def fhir_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=FHIR_JSON,
+                    headers=headers)
+
+
+def error_response(exc: StoreError) -> Response:
+    return fhir_response(operation_outcome(exc.issues), exc.status)
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def _base(request: Request) -> str:
+    base: str = request.app.state.settings.base_url
+    return base
+
+
+async def read_json(request: Request) -> Any:
+    """Read a JSON body, refusing wrong media types, oversized payloads and broken JSON."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type '{content_type or '(none)'}' is not supported; send {FHIR_JSON}"
+        )
+    limit: int = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip():
+        raise InvalidRequest("The request body is empty; a FHIR resource is expected")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The body is not valid JSON: {exc}") from exc
+
+
+def _write_headers(result: WriteResult, base: str) -> dict[str, str]:
+    headers = {"ETag": f'W/"{result.version_id}"', "Last-Modified": _http_date(result.last_updated)}
+    headers["Location"] = f"{base}/{result.location}"
+    return headers
+
+
+def _http_date(instant: str) -> str:
+    from datetime import datetime
+    from email.utils import format_datetime
+
+    return format_datetime(datetime.fromisoformat(instant.replace("Z", "+00:00")), usegmt=True)
+
+
+def _prefer_return(request: Request) -> str:
+    prefer = request.headers.get("prefer", "")
+    for part in prefer.split(";"):
+        part = part.strip()
+        if part.startswith("return="):
+            return part.split("=", 1)[1]
+    return "representation"
+
+
+def _write_response(request: Request, result: WriteResult, created_status: int = 201
+                    ) -> Response:
+    status = created_status if result.created else 200
+    headers = _write_headers(result, _base(request))
+    if _prefer_return(request) == "minimal" or result.resource is None:
+        return Response(status_code=status, headers=headers)
+    if _prefer_return(request) == "OperationOutcome":
+        return fhir_response(operation_outcome([OutcomeIssue(
+            "informational", f"{result.location} stored", severity="information")]),
+            status, headers)
+    return fhir_response(result.resource, status, headers)
+
+
+def _query_items(request: Request) -> list[tuple[str, str]]:
+    return list(parse_qsl(request.url.query, keep_blank_values=True))
+
+
+def _apply_elements(resource: dict[str, Any], elements: list[str] | None, summary: str | None
+                    ) -> dict[str, Any]:
+    if elements is None and summary not in ("text", "data"):
+        return resource
+    if summary == "data":
+        subset = {k: v for k, v in resource.items() if k != "text"}
+    elif summary == "text":
+        subset = {k: resource[k] for k in ("resourceType", "id", "meta", "text") if k in resource}
+    else:
+        keep = {"resourceType", "id", "meta", *(elements or [])}
+        subset = {k: v for k, v in resource.items() if k in keep}
+    meta = dict(subset.get("meta", {}))
+    meta["tag"] = [*meta.get("tag", []), {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+        "code": "SUBSETTED"}]
+    subset["meta"] = meta
+    return subset
+
+
+def _page_link(base_path: str, items: list[tuple[str, str]], offset: int) -> str:
+    kept = [(k, v) for k, v in items if k != "_offset"]
+    if offset:
+        kept.append(("_offset", str(offset)))
+    query = urlencode(kept)
+    return f"{base_path}?{query}" if query else base_path
+
+
+def searchset(request: Request, resource_type: str | None, page: SearchPage,
+              items: list[tuple[str, str]], summary: str | None, elements: list[str] | None
+              ) -> dict[str, Any]:
+    base = _base(request)
+    path = f"{base}/{resource_type}" if resource_type else base
+    links = [{"relation": "self", "url": _page_link(path, items, page.offset)}]
+    if page.count and (page.total is None and len(page.matches) == page.count
+                       or page.total is not None and page.offset + page.count < page.total):
+        links.append({"relation": "next", "url": _page_link(path, items, page.offset + page.count)})
+    if page.offset > 0:
+        links.append({"relation": "previous",
+                      "url": _page_link(path, items, max(0, page.offset - page.count))})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "id": _new_bundle_id(),
+                              "meta": {"lastUpdated": now_instant()}, "type": "searchset"}
+    if page.total is not None:
+        bundle["total"] = page.total
+    bundle["link"] = links
+    entries = [
+        {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
+         "resource": _apply_elements(r, elements, summary), "search": {"mode": "match"}}
+        for r in page.matches
+    ] + [
+        {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
+         "search": {"mode": "include"}}
+        for r in page.included
+    ]
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _new_bundle_id() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+def _search(request: Request, txn: Txn, resource_type: str | None,
+            items: list[tuple[str, str]]) -> dict[str, Any]:
+    settings = request.app.state.settings
+    query = parse_query(resource_type, items)
+    if query.count is None:
+        query.count = settings.default_page_size
+    query.count = min(query.count, settings.max_page_size)
+    page = txn.search(resource_type, query)
+    return searchset(request, resource_type, page, items, query.summary, query.elements)
+
+
+def history_bundle(request: Request, page: HistoryPage, path: str,
+                   items: list[tuple[str, str]], offset: int, count: int) -> dict[str, Any]:
+    base = _base(request)
+    links = [{"relation": "self", "url": _page_link(path, items, offset)}]
+    if offset + count < page.total:
+        links.append({"relation": "next", "url": _page_link(path, items, offset + count)})
+    if offset:
+        links.append({"relation": "previous", "url": _page_link(path, items,
+                                                                max(0, offset - count))})
+    entries = []
+    for e in page.entries:
+        entry: dict[str, Any] = {"fullUrl": f"{base}/{e.resource_type}/{e.resource_id}"}
+        if e.resource is not None:
+            entry["resource"] = e.resource
+        entry["request"] = {
+            "method": e.method,
+            "url": e.resource_type if e.method == "POST" else f"{e.resource_type}/{e.resource_id}",
+        }
+        entry["response"] = {
+            "status": {"POST": "201 Created", "PUT": "200 OK", "DELETE": "204 No Content"}
+            [e.method],
+            "etag": f'W/"{e.version_id}"', "lastModified": e.last_updated,
+        }
+        entries.append(entry)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "id": _new_bundle_id(),
+                              "type": "history", "total": page.total, "link": links}
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _history_params(items: list[tuple[str, str]]) -> tuple[str | None, int, int]:
+    since = None
+    count, offset = 50, 0
+    for name, value in items:
+        if name == "_since":
+            since = value
+        elif name == "_count":
+            if not value.isdigit():
+                raise InvalidRequest(f"_count must be a non-negative integer, got '{value}'")
+            count = min(int(value), 1000)
+        elif name == "_offset":
+            if not value.isdigit():
+                raise InvalidRequest(f"_offset must be a non-negative integer, got '{value}'")
+            offset = int(value)
+        elif name in ("_format", "_pretty"):
+            continue
+        else:
+            raise InvalidRequest(f"History does not support the parameter '{name}'")
+    return since, count, offset
+
+
+def _known_type(resource_type: str) -> None:
+    if resource_type not in load_definitions().resource_types:
+        raise NotFound(f"Unknown resource type '{resource_type}'")
+
+
+# --------------------------------------------------------------------------- system level
+@router.get("/metadata")
+def capabilities(request: Request) -> Response:
+    return fhir_response(capability_statement(_base(request)))
+
+
+@router.post("")
+@router.post("/")
+async def batch_or_transaction(request: Request) -> Response:
+    bundle = await read_json(request)
+    processor = BundleProcessor(_store(request), lambda txn, url, method:
+                                _bundle_get(request, txn, url))
+    try:
+        result = processor.process(bundle)
+    except IntegrityError as exc:
+        raise Conflict(f"The transaction conflicts with a concurrent write: {exc.orig}") from exc
+    return fhir_response(result)
+
+
+def _bundle_get(request: Request, txn: Txn, url: str) -> dict[str, Any]:
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.strip("/").split("/") if s]
+    items = list(parse_qsl(parts.query, keep_blank_values=True))
+    if len(segments) == 1:
+        _known_type(segments[0])
+        return {"resource": _search(request, txn, segments[0], items),
+                "response": {"status": "200 OK"}}
+    if len(segments) == 2:
+        resource = txn.read(segments[0], segments[1])
+    elif len(segments) == 4 and segments[2] == "_history":
+        resource = txn.vread(segments[0], segments[1], segments[3])
+    else:
+        raise InvalidRequest(f"GET url '{url}' is not a read or search")
+    return {"resource": resource, "response": {
+        "status": "200 OK", "etag": f'W/"{resource["meta"]["versionId"]}"'}}
+
+
+@router.get("")
+@router.get("/")
+def system_search(request: Request) -> Response:
+    with _store(request).read() as txn:
+        return fhir_response(_search(request, txn, None, _query_items(request)))
+
+
+@router.get("/_history")
+def system_history(request: Request) -> Response:
+    items = _query_items(request)
+    since, count, offset = _history_params(items)
+    with _store(request).read() as txn:
+        page = txn.history(since=since, count=count, offset=offset)
+    return fhir_response(history_bundle(request, page, f"{_base(request)}/_history", items,
+                                        offset, count))
+
+
+# --------------------------------------------------------------------------- bulk export
+def _export_kickoff(request: Request, level: str, group_id: str | None = None) -> Response:
+    prefer = request.headers.get("prefer", "")
+    if "respond-async" not in prefer:
+        raise InvalidRequest("$export needs the header 'Prefer: respond-async'")
+    items = _query_items(request)
+    types: list[str] | None = None
+    since = output_format = None
+    for name, value in items:
+        if name == "_type":
+            types = [t for t in value.split(",") if t]
+        elif name == "_since":
+            since = value
+        elif name == "_outputFormat":
+            output_format = value
+        else:
+            raise InvalidRequest(f"$export does not support the parameter '{name}'")
+    check_types(types, load_definitions().resource_types)
+    manager: ExportManager = request.app.state.exports
+    job = manager.start(level, str(request.url), types, since, output_format, group_id)
+    return Response(status_code=202, headers={
+        "Content-Location": f"{_base(request)}/$export-poll-status/{job.id}"})
+
+
+@router.get("/$export")
+def export_system(request: Request) -> Response:
+    return _export_kickoff(request, "system")
+
+
+@router.get("/Patient/$export")
+def export_patients(request: Request) -> Response:
+    return _export_kickoff(request, "patient")
+
+
+@router.get("/Group/{group_id}/$export")
+def export_group(request: Request, group_id: str) -> Response:
+    return _export_kickoff(request, "group", group_id)
+
+
+@router.get("/$export-poll-status/{job_id}")
+def export_status(request: Request, job_id: str) -> Response:
+    manager: ExportManager = request.app.state.exports
+    job = manager.get(job_id)
+    if job.status == "in-progress":
+        return Response(status_code=202, headers={"X-Progress": job.progress,
+                                                  "Retry-After": "1"})
+    if job.status == "error":
+        return fhir_response(operation_outcome(
+            [OutcomeIssue("exception", "; ".join(job.errors))]), 500)
+    base = _base(request)
+    manifest = {
+        "transactionTime": job.transaction_time,
+        "request": job.request_url,
+        "requiresAccessToken": False,
+        "output": [{"type": o["type"], "count": o["count"],
+                    "url": f"{base}/$export-file/{job.id}/{o['file']}"} for o in job.output],
+        "error": [],
+    }
+    return Response(orjson.dumps(manifest), 200, media_type="application/json")
+
+
+@router.delete("/$export-poll-status/{job_id}")
+def export_cancel(request: Request, job_id: str) -> Response:
+    manager: ExportManager = request.app.state.exports
+    manager.cancel(job_id)
+    return Response(status_code=202)
+
+
+@router.get("/$export-file/{job_id}/{name}")
+def export_file(request: Request, job_id: str, name: str) -> Response:
+    manager: ExportManager = request.app.state.exports
+    return FileResponse(manager.file_path(job_id, name), media_type="application/fhir+ndjson")
+
+
+# --------------------------------------------------------------------------- $everything
+@router.get("/Patient/{patient_id}/$everything")
+def patient_everything(request: Request, patient_id: str) -> Response:
+    types = since = None
+    for name, value in _query_items(request):
+        if name == "_type":
+            types = [t for t in value.split(",") if t]
+        elif name == "_since":
+            since = value
+        elif name not in ("_format", "_pretty", "_count"):
+            raise InvalidRequest(f"$everything does not support the parameter '{name}'")
+    check_types(types, load_definitions().resource_types)
+    with _store(request).read() as txn:
+        resources = everything(txn, patient_id, types, since)
+    base = _base(request)
+    bundle = {
+        "resourceType": "Bundle", "id": _new_bundle_id(), "type": "searchset",
+        "total": len(resources),
+        "link": [{"relation": "self", "url": str(request.url)}],
+        "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
+                   "search": {"mode": "match"}} for r in resources],
+    }
+    return fhir_response(bundle)
+
+
+# --------------------------------------------------------------------------- type level
+@router.get("/{resource_type}/_history")
+def type_history(request: Request, resource_type: str) -> Response:
+    _known_type(resource_type)
+    items = _query_items(request)
+    since, count, offset = _history_params(items)
+    with _store(request).read() as txn:
+        page = txn.history(resource_type, since=since, count=count, offset=offset)
+    return fhir_response(history_bundle(request, page, f"{_base(request)}/{resource_type}"
+                                        "/_history", items, offset, count))
+
+
+@router.get("/{resource_type}")
+def search_type(request: Request, resource_type: str) -> Response:
+    _known_type(resource_type)
+    with _store(request).read() as txn:
+        return fhir_response(_search(request, txn, resource_type, _query_items(request)))
+
+
+@router.post("/{resource_type}/_search")
+async def search_type_post(request: Request, resource_type: str) -> Response:
+    _known_type(resource_type)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    body = (await request.body()).decode("utf-8", errors="replace")
+    if body and content_type != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded")
+    items = _query_items(request) + list(parse_qsl(body, keep_blank_values=True))
+    with _store(request).read() as txn:
+        return fhir_response(_search(request, txn, resource_type, items))
+
+
+@router.post("/{resource_type}")
+async def create(request: Request, resource_type: str) -> Response:
+    _known_type(resource_type)
+    resource = await read_json(request)
+    if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
+        got = resource.get("resourceType") if isinstance(resource, dict) else type(resource)
+        raise InvalidRequest(f"The body's resourceType '{got}' does not match the URL type "
+                             f"'{resource_type}'", [OutcomeIssue(
+                                 "invalid", f"Expected {resource_type}", "resourceType")])
+    if_none_exist = request.headers.get("if-none-exist")
+    with _store(request).write() as txn:
+        if if_none_exist:
+            result = txn.conditional_create(resource, if_none_exist)
+        else:
+            result = txn.create(resource)
+    if result.unchanged:
+        return _write_response(request, result, 200)
+    return _write_response(request, result)
+
+
+@router.put("/{resource_type}")
+async def conditional_update(request: Request, resource_type: str) -> Response:
+    _known_type(resource_type)
+    criteria = request.url.query
+    if not criteria:
+        raise MethodNotAllowed("PUT on a type needs search criteria (conditional update)")
+    resource = await read_json(request)
+    if_match = parse_etag(request.headers.get("if-match"))
+    with _store(request).write() as txn:
+        result = txn.conditional_update(resource_type, criteria, resource, if_match)
+    return _write_response(request, result)
+
+
+@router.delete("/{resource_type}")
+def conditional_delete(request: Request, resource_type: str) -> Response:
+    _known_type(resource_type)
+    criteria = request.url.query
+    if not criteria:
+        raise MethodNotAllowed("DELETE on a type needs search criteria (conditional delete)")
+    with _store(request).write() as txn:
+        txn.conditional_delete(resource_type, criteria)
+    return Response(status_code=204)
+
+
+# --------------------------------------------------------------------------- instance level
+@router.get("/{resource_type}/{resource_id}")
+def read(request: Request, resource_type: str, resource_id: str) -> Response:
+    _known_type(resource_type)
+    with _store(request).read() as txn:
+        resource = txn.read(resource_type, resource_id)
+    version = resource["meta"]["versionId"]
+    etag = f'W/"{version}"'
+    headers = {"ETag": etag, "Last-Modified": _http_date(resource["meta"]["lastUpdated"])}
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match and parse_etag(if_none_match) == int(version):
+        return Response(status_code=304, headers=headers)
+    items = _query_items(request)
+    summary = elements = None
+    for name, value in items:
+        if name == "_elements":
+            elements = [e.strip() for e in value.split(",") if e.strip()]
+        elif name == "_summary":
+            summary = value
+    return fhir_response(_apply_elements(resource, elements, summary), 200, headers)
+
+
+@router.put("/{resource_type}/{resource_id}")
+async def update(request: Request, resource_type: str, resource_id: str) -> Response:
+    _known_type(resource_type)
+    resource = await read_json(request)
+    if_match = parse_etag(request.headers.get("if-match"))
+    try:
+        with _store(request).write() as txn:
+            result = txn.update(resource_type, resource_id, resource, if_match)
+    except IntegrityError as exc:
+        raise Conflict(f"{resource_type}/{resource_id} was created concurrently") from exc
+    return _write_response(request, result)
+
+
+@router.delete("/{resource_type}/{resource_id}")
+def delete(request: Request, resource_type: str, resource_id: str) -> Response:
+    _known_type(resource_type)
+    if_match = parse_etag(request.headers.get("if-match"))
+    with _store(request).write() as txn:
+        result = txn.delete(resource_type, resource_id, if_match)
+    headers = {"ETag": f'W/"{result.version_id}"'} if not result.unchanged else {}
+    return Response(status_code=204, headers=headers)
+
+
+@router.get("/{resource_type}/{resource_id}/_history")
+def instance_history(request: Request, resource_type: str, resource_id: str) -> Response:
+    _known_type(resource_type)
+    items = _query_items(request)
+    since, count, offset = _history_params(items)
+    with _store(request).read() as txn:
+        page = txn.history(resource_type, resource_id, since=since, count=count, offset=offset)
+    path = f"{_base(request)}/{resource_type}/{resource_id}/_history"
+    return fhir_response(history_bundle(request, page, path, items, offset, count))
+
+
+@router.get("/{resource_type}/{resource_id}/_history/{version_id}")
+def vread(request: Request, resource_type: str, resource_id: str, version_id: str) -> Response:
+    _known_type(resource_type)
+    with _store(request).read() as txn:
+        resource = txn.vread(resource_type, resource_id, version_id)
+    headers = {"ETag": f'W/"{resource["meta"]["versionId"]}"',
+               "Last-Modified": _http_date(resource["meta"]["lastUpdated"])}
+    return fhir_response(resource, 200, headers)
+
+
+# --------------------------------------------------------------------------- capabilities
+def capability_statement(base: str) -> dict[str, Any]:
+    defs = load_definitions()
+    interactions = [{"code": c} for c in (
+        "read", "vread", "update", "delete", "history-instance", "history-type", "create",
+        "search-type")]
+    resources = []
+    for rtype in sorted(defs.resource_types):
+        params = [
+            {"name": p.code, "definition": p.url, "type": p.type}
+            for p in sorted(defs.params_for(rtype).values(), key=lambda p: p.code)
+            if p.expression is not None and p.type != "special"
+        ]
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            "interaction": interactions,
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "searchInclude": ["*"],
+            "searchRevInclude": ["*"],
+            "searchParam": params,
+        }
+        if rtype == "Patient":
+            entry["operation"] = [
+                {"name": "everything",
+                 "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                {"name": "export",
+                 "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+                               "patient-export"},
+            ]
+        if rtype == "Group":
+            entry["operation"] = [{
+                "name": "export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}]
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": now_instant(),
+        "publisher": "Chartkeeper",
+        "kind": "instance",
+        "software": {"name": "Chartkeeper", "version": __version__},
+        "implementation": {"description": "Chartkeeper FHIR R4 record store", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"},
+                            {"code": "search-system"}, {"code": "history-system"}],
+            "searchParam": [
+                {"name": "_count", "type": "number"}, {"name": "_offset", "type": "number"},
+                {"name": "_sort", "type": "string"}, {"name": "_include", "type": "string"},
+                {"name": "_revinclude", "type": "string"},
+                {"name": "_summary", "type": "token"}, {"name": "_elements", "type": "string"},
+                {"name": "_total", "type": "token"}, {"name": "_has", "type": "string"},
+            ],
+            "operation": [{
+                "name": "export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}],
+        }],
+    }
+
+
+async def stream_lines(request: Request) -> AsyncIterator[bytes]:  # pragma: no cover - helper
+    async for chunk in request.stream():
+        yield chunk
