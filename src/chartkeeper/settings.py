@@ -18,7 +18,7 @@ class Settings:
     home: Path = field(default_factory=_default_home)
     database_url: str = ""
     base_url: str = "http://127.0.0.1:8000/fhir"
-    max_body_bytes: int = 20 * 1024 * 1024
+    max_body_bytes: int = 64 * 1024 * 1024
     default_page_size: int = 50
     max_page_size: int = 1000
 

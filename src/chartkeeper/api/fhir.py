@@ -1,4 +1,4 @@
-"""The FHIR R4 REST API under ``/fhir``: instance, type and system interactions, $everything, $export."""
+"""The FHIR R4 REST API under /fhir: instance, type and system interactions, operations."""
 
 from __future__ import annotations
 
@@ -450,9 +450,8 @@ async def create(request: Request, resource_type: str) -> Response:
     resource = await read_json(request)
     if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
         got = resource.get("resourceType") if isinstance(resource, dict) else type(resource)
-        raise InvalidRequest(f"The body's resourceType '{got}' does not match the URL type "
-                             f"'{resource_type}'", [OutcomeIssue(
-                                 "invalid", f"Expected {resource_type}", "resourceType")])
+        message = f"The body's resourceType '{got}' does not match the URL type '{resource_type}'"
+        raise InvalidRequest(message, [OutcomeIssue("invalid", message, "resourceType")])
     if_none_exist = request.headers.get("if-none-exist")
     with _store(request).write() as txn:
         if if_none_exist:

@@ -58,8 +58,9 @@ _OID = r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+"
 _WS = r"[ \t\r\n]"
 _NON_WS = r"[^ \t\r\n]"
 
-# The published R4 regexes (http://hl7.org/fhir/R4/datatypes.html); base64Binary's is
-# corrected to admit "/", which the published expression omits by mistake.
+# The published R4 regexes (http://hl7.org/fhir/R4/datatypes.html), except base64Binary:
+# the published expression omits "/" by mistake; this one takes whole 4-character groups
+# (whitespace between them is allowed but only warned about, see _pattern_problem).
 _PATTERNS: dict[str, str] = {
     "id": _ID,
     "code": rf"{_NON_WS}+({_WS}{_NON_WS}+)*",
@@ -72,7 +73,7 @@ _PATTERNS: dict[str, str] = {
     "dateTime": f"{_YEAR}(-{_MONTH}(-{_DAY}(T{_TIME}{_ZONE})?)?)?",
     "instant": f"{_YEAR}-{_MONTH}-{_DAY}T{_TIME}{_ZONE}",
     "time": _TIME,
-    "base64Binary": r"[A-Za-z0-9+/]*={0,2}",
+    "base64Binary": r"([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?",
 }
 _EXPECTED: dict[str, str] = {
     "id": "1-64 characters of A-Z, a-z, 0-9, '-' and '.'",
@@ -162,7 +163,7 @@ def _primitive_problem(value: object, prim: _Primitive) -> _Problem | None:
     """Check one primitive JSON value; None when it is valid."""
     kind = prim.json
     if kind == _JSON_STRING:
-        if type(value) is not str:
+        if type(value) is not str and not isinstance(value, str):
             return ("error", "structure",
                     f"{prim.code} must be a JSON string, got {_json_kind(value)} {_show(value)}")
         if not value:
@@ -217,7 +218,7 @@ def _pattern_problem(value: str, prim: _Primitive) -> _Problem:
     code = prim.code
     if code == "base64Binary":
         compact = _WHITESPACE.sub("", value)
-        if len(compact) % 4 == 0 and prim.match is not None and prim.match(compact) is not None:
+        if prim.match is not None and prim.match(compact) is not None:
             return ("warning", "value", "base64Binary contains whitespace")
         return ("error", "value", f"base64Binary is not valid base64: {_show(value)}")
     if code == "id" and len(value) > 64 and _ID_CHARS(value) is not None:
@@ -248,7 +249,7 @@ class _Rule:
     """One allowed child of a node, for one JSON property name."""
 
     __slots__ = ("name", "kind", "type_code", "array", "choice", "prim", "node", "targets",
-                 "is_reference")
+                 "is_reference", "shadowable")
 
     def __init__(self, name: str, type_code: str, array: bool, choice: str | None) -> None:
         self.name = name
@@ -260,6 +261,8 @@ class _Rule:
         self.node: _Node | None = None
         self.targets: frozenset[str] | None = None  # allowed Reference targets; None: any
         self.is_reference = type_code == "Reference"
+        # whether ``_name`` (the primitive's id/extensions) may accompany it
+        self.shadowable = False
 
 
 class DefinitionsError(RuntimeError):
@@ -358,6 +361,8 @@ def _make_rule(name: str, type_ref: dict[str, Any], array: bool, choice: str | N
     if code in primitives:
         rule.kind = _PRIMITIVE
         rule.prim = primitives[code]
+        # Element.id and Extension.url are XML attributes: they cannot carry extensions.
+        rule.shadowable = type_ref["code"] != _SYSTEM_STRING or code == "id"
     elif code == "Resource":
         rule.kind = _RESOURCE
     elif path in nodes:  # BackboneElement / Element defined inline
@@ -425,8 +430,8 @@ def _walk(obj: dict[str, Any], node: _Node, path: str, model: _Model,
     for key, value in obj.items():
         rule = rules.get(key)
         if rule is None:
-            shadowed = rules.get(key[1:]) if key.startswith("_") else None
-            if shadowed is None or shadowed.kind != _PRIMITIVE:
+            shadowed = rules.get(key[1:]) if type(key) is str and key.startswith("_") else None
+            if shadowed is None or not shadowed.shadowable:
                 _check_other_property(key, value, node, path, issues)
                 continue
             if shadowed.choice is not None:
@@ -448,7 +453,7 @@ def _walk(obj: dict[str, Any], node: _Node, path: str, model: _Model,
                        f"{rule.choice}[x] is given twice, as {seen} and {key}")
         kind = rule.kind
         if rule.array:
-            if type(value) is not list:
+            if type(value) is not list and not isinstance(value, list):
                 _error(issues, "structure", f"{path}.{key}",
                        f"{key} repeats (max *) and must be a JSON array, "
                        f"got {_json_kind(value)}")
@@ -477,7 +482,7 @@ def _walk(obj: dict[str, Any], node: _Node, path: str, model: _Model,
             assert prim is not None
             problem = _primitive_problem(value, prim)
             if problem is not None:
-                if type(value) is list:
+                if isinstance(value, list):
                     _error(issues, "structure", f"{path}.{key}",
                            f"{key} does not repeat (max 1) but an array was given")
                 elif value is None:
@@ -485,7 +490,7 @@ def _walk(obj: dict[str, Any], node: _Node, path: str, model: _Model,
                            f"{key} is null; omit the property instead")
                 else:
                     issues.append(Issue(problem[0], problem[1], f"{path}.{key}", problem[2]))
-        elif type(value) is list:
+        elif isinstance(value, list):
             _error(issues, "structure", f"{path}.{key}",
                    f"{key} does not repeat (max 1) but an array was given")
         else:
@@ -508,7 +513,7 @@ def _walk(obj: dict[str, Any], node: _Node, path: str, model: _Model,
 def _check_item(value: object, rule: _Rule, path: str, model: _Model,
                 issues: list[Issue]) -> None:
     """Check one complex or resource value (a single value or one array entry)."""
-    if type(value) is not dict:
+    if type(value) is not dict and not isinstance(value, dict):
         if rule.kind == _PRIMITIVE:
             assert rule.prim is not None
             problem = _primitive_problem(value, rule.prim)
@@ -540,7 +545,7 @@ def _check_null_item(obj: dict[str, Any], key: str, index: int, path: str,
                      issues: list[Issue]) -> None:
     """A null in a primitive array is allowed only where ``_key`` carries that entry."""
     shadow = obj.get("_" + key)
-    if type(shadow) is list and index < len(shadow) and shadow[index] is not None:
+    if isinstance(shadow, list) and index < len(shadow) and shadow[index] is not None:
         return
     _error(issues, "structure", f"{path}.{key}[{index}]",
            f"{key}[{index}] is null without a matching non-null _{key}[{index}]")
@@ -565,12 +570,12 @@ def _check_primitive_element(obj: dict[str, Any], name: str, shadow: object, rul
     """Check ``_name``: the id/extensions of a primitive, aligned with ``name`` if an array."""
     element_node = model.element_node
     if rule.array:
-        if type(shadow) is not list:
+        if not isinstance(shadow, list):
             _error(issues, "structure", f"{path}._{name}",
                    f"_{name} must be a JSON array aligned with {name}, got {_json_kind(shadow)}")
             return
         values = obj.get(name)
-        if values is not None and type(values) is list and len(values) != len(shadow):
+        if isinstance(values, list) and len(values) != len(shadow):
             _error(issues, "structure", f"{path}._{name}",
                    f"_{name} has {len(shadow)} entries but {name} has {len(values)}")
         if not shadow:
@@ -578,17 +583,17 @@ def _check_primitive_element(obj: dict[str, Any], name: str, shadow: object, rul
         for i, item in enumerate(shadow):
             item_path = f"{path}.{name}[{i}]"
             if item is None:
-                if not (type(values) is list and i < len(values) and values[i] is not None):
+                if not (isinstance(values, list) and i < len(values) and values[i] is not None):
                     _error(issues, "structure", f"{path}._{name}[{i}]",
                            f"_{name}[{i}] and {name}[{i}] are both null")
-            elif type(item) is not dict or not item:
+            elif not isinstance(item, dict) or not item:
                 _error(issues, "structure", f"{path}._{name}[{i}]",
                        f"_{name}[{i}] must be a non-empty object (id, extension), "
                        f"got {_json_kind(item)}")
             else:
                 _walk(item, element_node, item_path, model, issues)
         return
-    if type(shadow) is not dict or not shadow:
+    if not isinstance(shadow, dict) or not shadow:
         _error(issues, "structure", f"{path}._{name}",
                f"_{name} must be a non-empty object (id, extension), got {_json_kind(shadow)}")
         return
@@ -618,11 +623,15 @@ def validate_resource(resource: object) -> list[Issue]:
     """Check a parsed JSON resource against the R4 structure; return every issue found."""
     model = _model()
     issues: list[Issue] = []
-    if type(resource) is not dict:
+    if not isinstance(resource, dict):
         _error(issues, "structure", "$this",
                f"a resource must be a JSON object, got {_json_kind(resource)}")
         return issues
-    _walk_resource(resource, None, model, issues)
+    try:
+        _walk_resource(resource, None, model, issues)
+    except RecursionError:
+        _error(issues, "too-costly", "$this",
+               "the resource is nested too deeply to validate (more than several hundred levels)")
     return issues
 
 

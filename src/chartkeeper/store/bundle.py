@@ -14,7 +14,7 @@ from chartkeeper.store.errors import InvalidRequest, InvalidResource, OutcomeIss
 from chartkeeper.store.service import Store, Txn, WriteResult, new_id
 
 Resource = dict[str, Any]
-METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+METHOD_ORDER = {"DELETE": 0, "POST": 1, "EXISTING": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 ETAG = re.compile(r'^(?:W/)?"?(\d+)"?$')
 
 

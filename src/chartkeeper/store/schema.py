@@ -25,7 +25,7 @@ PK = BigInteger().with_variant(Integer(), "sqlite")
 
 def Key(length: int) -> String:  # noqa: N802 - reads like a column type
     """A searchable string: bytewise ordering on both databases, so prefix ranges use indexes."""
-    return String(length).with_variant(String(length, collation="C"), "postgresql")  # type: ignore[return-value]
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 resource = Table(
     "resource",

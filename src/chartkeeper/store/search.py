@@ -406,17 +406,17 @@ def _pk_condition(resource_type: str | None, code: str, modifier: str | None, ra
         return not_(cond) if modifier == "not" else cond
     if param.type == "reference" and modifier == "identifier":
         t = schema.idx_token
-        alternatives = [_token_value_condition(t, v, t.c.system, t.c.code) for v in values]
+        identifiers = [_token_value_condition(t, v, t.c.system, t.c.code) for v in values]
         return R.c.pk.in_(_index_subquery(t, resource_type, f"{code}:identifier",
-                                          or_(*alternatives)))
+                                          or_(*identifiers)))
     if param.type == "reference" and modifier is not None and \
             modifier not in load_definitions().resource_types:
         raise InvalidRequest(f"Modifier ':{modifier}' is not supported on reference parameters")
     table = None
-    alternatives = []
+    alternatives: list[ColumnElement[bool]] = []
     for v in values:
-        table, cond = _value_condition(param, modifier, v)
-        alternatives.append(cond)
+        table, value_cond = _value_condition(param, modifier, v)
+        alternatives.append(value_cond)
     subquery = _index_subquery(table, resource_type, code, or_(*alternatives))
     if modifier == "not":
         return R.c.pk.not_in(subquery)
@@ -524,7 +524,8 @@ def parse_query(resource_type: str | None, params: Sequence[tuple[str, str]]) ->
             query.revincludes.append(_parse_include(value, reverse=True))
         elif name == "_summary":
             if value not in ("true", "false", "text", "data", "count"):
-                raise InvalidRequest(f"_summary must be true, false, text, data or count: '{value}'")
+                raise InvalidRequest(
+                    f"_summary must be true, false, text, data or count: '{value}'")
             query.summary = value
         elif name == "_elements":
             query.elements = [e.strip() for e in value.split(",") if e.strip()]
@@ -606,8 +607,8 @@ def _includes(conn: Connection, query: SearchQuery, found: list[tuple[int, str, 
     wanted: list[tuple[str, str]] = []
     pks = [pk for pk, _, _ in found]
     for inc in query.includes:
-        conds = [t.c.resource_pk.in_(pks), t.c.target_id.is_not(None),
-                 t.c.target_type.is_not(None)]
+        conds: list[ColumnElement[bool]] = [
+            t.c.resource_pk.in_(pks), t.c.target_id.is_not(None), t.c.target_type.is_not(None)]
         if inc.source_type != "*":
             conds.append(t.c.resource_type == inc.source_type)
         if inc.param != "*":

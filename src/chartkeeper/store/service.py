@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, Row
 
 from chartkeeper.fhir import indexing, validation
@@ -414,9 +414,9 @@ class Txn:
         new_items: list[tuple[Resource, indexing.IndexRows]] = []
         last_updated = now_instant()
         for key, res in keys.items():
-            row = existing.get(key)
-            if row is not None:
-                self._write_version(row, res, "PUT")
+            current = existing.get(key)
+            if current is not None:
+                self._write_version(current, res, "PUT")
                 updated += 1
             else:
                 stamped = _stamp(res, key[1], 1, last_updated)
@@ -538,15 +538,13 @@ def everything(txn: Txn, patient_id: str, types: list[str] | None = None,
             if (target_type, target_id) not in found:
                 cited.add((target_type, target_id))
     cited_list = sorted(cited)
-    from sqlalchemy import tuple_
-
     for start in range(0, len(cited_list), 500):
-        for row in txn.conn.execute(
+        for cited_row in txn.conn.execute(
             select(res.c.resource_type, res.c.resource_id, res.c.content).where(
                 tuple_(res.c.resource_type, res.c.resource_id).in_(cited_list[start:start + 500]),
                 res.c.deleted.is_(False))
         ):
-            found[(row.resource_type, row.resource_id)] = loads(row.content)
+            found[(cited_row.resource_type, cited_row.resource_id)] = loads(cited_row.content)
     result = list(found.values())
     if types:
         result = [r for r in result if r["resourceType"] in types]

@@ -1,0 +1,123 @@
+"""The ``chartkeeper`` command line: serve, import, export, init-demo."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import false, select
+
+from chartkeeper.settings import Settings
+from chartkeeper.store import Store
+from chartkeeper.store.importer import Importer, ImportSummary, find_files
+
+app = typer.Typer(help="Chartkeeper health information management.", no_args_is_help=True,
+                  add_completion=False)
+console = Console(stderr=True)
+
+
+def open_store(settings: Settings) -> Store:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database_url)
+    store.create_schema()
+    return store
+
+
+@app.command()
+def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="port to listen on")] = 8000) -> None:
+    """Serve the FHIR API (and workbench) over HTTP."""
+    import uvicorn
+
+    from chartkeeper.api.app import create_app
+
+    uvicorn.run(create_app(Settings.from_env()), host=host, port=port, log_level="info")
+
+
+@app.command("init-demo")
+def init_demo() -> None:
+    """Create the embedded store if missing and load the demo hospital when it is empty."""
+    settings = Settings.from_env()
+    store = open_store(settings)
+    if not store.is_empty():
+        console.print(f"store {settings.database_url} already holds data; nothing loaded")
+        return
+    console.print(f"created store {settings.database_url}; no demo data ships yet "
+                  "(the synthetic hospital generator will provide it)")
+
+
+@app.command("import")
+def import_files(
+    paths: Annotated[list[Path], typer.Argument(help="FHIR JSON, Bundle or NDJSON files or dirs")],
+) -> None:
+    """Import FHIR resources, Bundles and NDJSON files; prints created/updated/rejected."""
+    settings = Settings.from_env()
+    try:
+        files = find_files(paths)
+    except FileNotFoundError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    store = open_store(settings)
+    total = ImportSummary()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[resources]} resources"), TimeElapsedColumn(),
+                  console=console, transient=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("importing", total=len(files), resources=0)
+        counted = [0]
+
+        def on_progress(n: int) -> None:
+            counted[0] += n
+            progress.update(task, resources=counted[0])
+
+        importer = Importer(store, on_progress)
+        for path in files:
+            progress.update(task, description=path.name[:40])
+            total.add(importer.import_file(path))
+            progress.advance(task)
+    for problem in total.problems[:50]:
+        console.print(f"[yellow]rejected:[/yellow] {problem}")
+    if len(total.problems) > 50:
+        console.print(f"... and {len(total.problems) - 50} more problems")
+    typer.echo(f"files={total.files} created={total.created} updated={total.updated} "
+               f"rejected={total.rejected}")
+    if total.rejected:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_ndjson(
+    out: Annotated[Path, typer.Option("--out", help="directory for <Type>.ndjson files")],
+    types: Annotated[str | None, typer.Option("--type", help="comma-separated types")] = None,
+) -> None:
+    """Export the current version of every resource as NDJSON, one file per type."""
+    from chartkeeper.store import schema
+
+    settings = Settings.from_env()
+    store = open_store(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = [t for t in types.split(",") if t] if types else None
+    r = schema.resource
+    counts: dict[str, int] = {}
+    handles = {}
+    with store.read() as txn:
+        stmt = select(r.c.resource_type, r.c.content).where(r.c.deleted == false())
+        if wanted:
+            stmt = stmt.where(r.c.resource_type.in_(wanted))
+        for rtype, content in txn.conn.execution_options(yield_per=1000).execute(
+                stmt.order_by(r.c.pk)):
+            if rtype not in handles:
+                handles[rtype] = (out / f"{rtype}.ndjson").open("w", encoding="utf-8")
+            handles[rtype].write(content + "\n")
+            counts[rtype] = counts.get(rtype, 0) + 1
+    for handle in handles.values():
+        handle.close()
+    for rtype, n in sorted(counts.items()):
+        typer.echo(f"{rtype}.ndjson\t{n}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
