@@ -121,3 +121,7 @@ def export_ndjson(
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m chartkeeper.cli`
+    app()

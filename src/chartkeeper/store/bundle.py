@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 from chartkeeper.fhir.definitions import load as load_definitions
 from chartkeeper.store.errors import InvalidRequest, InvalidResource, OutcomeIssue, StoreError
 from chartkeeper.store.service import Store, Txn, WriteResult, new_id
+from chartkeeper.store.service import validate_for_store as validate
 
 Resource = dict[str, Any]
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "EXISTING": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -145,7 +145,6 @@ class BundleProcessor:
 
     # --------------------------------------------------------------- transaction
     def _transaction(self, requests: list[EntryRequest]) -> Resource:
-        requests = [copy.deepcopy(r) for r in requests]
         full_urls = [r.full_url for r in requests if r.full_url]
         if len(full_urls) != len(set(full_urls)):
             raise InvalidRequest("Two entries of the transaction share a fullUrl")
@@ -164,9 +163,15 @@ class BundleProcessor:
             for req in requests:
                 if req.resource is not None:
                     _walk_references(req.resource, rewrite)
-            for req in sorted(requests, key=lambda r: (METHOD_ORDER[r.method], r.index)):
+            ordered = sorted(requests, key=lambda r: (METHOD_ORDER[r.method], r.index))
+            creates = [r for r in ordered if r.method == "POST"]
+            for req in ordered:
                 where = f"Bundle.entry[{req.index}]"
                 try:
+                    if req.method == "POST":
+                        if req is creates[0]:
+                            self._create_all(txn, creates, responses)
+                        continue
                     responses[req.index] = self._run_entry(txn, req, id_map)
                 except StoreError as exc:
                     raise _entry_error(where, exc) from exc
@@ -176,6 +181,23 @@ class BundleProcessor:
             "type": "transaction-response",
             "entry": [responses[i] for i in sorted(responses)],
         }
+
+    def _create_all(self, txn: Txn, creates: list[EntryRequest],
+                    responses: dict[int, dict[str, Any]]) -> None:
+        """Validate every POST entry (naming the one at fault), then insert them in bulk."""
+        resources = []
+        for req in creates:
+            assert req.resource is not None
+            try:
+                if req.url.split("?")[0].strip("/") != req.resource.get("resourceType"):
+                    raise InvalidRequest(
+                        f"url '{req.url}' does not match resourceType "
+                        f"'{req.resource.get('resourceType')}'")
+                resources.append(validate(req.resource, None))
+            except StoreError as exc:
+                raise _entry_error(f"Bundle.entry[{req.index}]", exc) from exc
+        for req, result in zip(creates, txn.create_many(resources), strict=True):
+            responses[req.index] = _response(result, "201 Created")
 
     def _assign_ids(self, txn: Txn, requests: list[EntryRequest]) -> dict[str, str]:
         """Map each POST entry's fullUrl to the Type/id it will get (or already has)."""

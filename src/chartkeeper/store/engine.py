@@ -5,9 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import Connection
 
 WRITE_OPTION = "chartkeeper_write"
+
+
+def _sqlite_from_hint(_compiler: SQLiteCompiler, _table: Any, text: str | None) -> str | None:
+    return text or None
+
+
+# SQLAlchemy renders no table hints for SQLite; the search uses SQLite's own "INDEXED BY" and
+# "NOT INDEXED" (given with dialect_name="sqlite", so PostgreSQL never sees them).
+SQLiteCompiler.get_from_hint_text = _sqlite_from_hint  # type: ignore[method-assign,assignment]
 
 
 def make_engine(url: str) -> Engine:

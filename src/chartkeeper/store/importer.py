@@ -11,7 +11,7 @@ import orjson
 
 from chartkeeper.store.bundle import BundleProcessor
 from chartkeeper.store.errors import InvalidRequest, StoreError
-from chartkeeper.store.service import Store, Txn, _validate
+from chartkeeper.store.service import Store, Txn, validate_for_store
 
 NDJSON_CHUNK = 1000
 
@@ -100,7 +100,7 @@ class Importer:
         without_ids: list[dict[str, Any]] = []
         for resource in resources:
             try:
-                valid.append(_validate(resource, None))
+                valid.append(validate_for_store(resource, None))
             except StoreError as exc:
                 summary.rejected += 1
                 summary.problems.append(exc.diagnostics)

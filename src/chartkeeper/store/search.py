@@ -12,6 +12,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    exists,
     false,
     func,
     not_,
@@ -48,7 +49,7 @@ class Include:
 @dataclass
 class SearchQuery:
     resource_type: str | None
-    conditions: list[ColumnElement[bool]] = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)
     count: int | None = None
     offset: int = 0
     sort: list[tuple[SearchParam | str, bool]] = field(default_factory=list)  # (param, desc)
@@ -374,8 +375,46 @@ def _value_condition(param: SearchParam, modifier: str | None, value: str
     raise InvalidRequest(f"Search parameter '{param.code}' of type {param.type} is not supported")
 
 
+RANK = {"reference": 1, "token": 2, "uri": 3, "composite": 3, "string": 4, "number": 6,
+        "quantity": 6, "date": 7}
+
+
+@dataclass(frozen=True)
+class Membership:
+    """"resource.pk has index rows matching ``subquery``": usable as IN or as EXISTS.
+
+    The most selective membership of a search drives the query as ``pk IN (...)``; the others
+    become correlated EXISTS probes on the few index rows of each candidate, so a broad date
+    range never materialises hundreds of thousands of rows.
+    """
+
+    table: Any
+    subquery: Select[Any]
+    negate: bool
+    rank: int
+
+    def as_in(self) -> ColumnElement[bool]:
+        return R.c.pk.not_in(self.subquery) if self.negate else R.c.pk.in_(self.subquery)
+
+    def as_exists(self) -> ColumnElement[bool]:
+        # Probe this candidate's own index rows; without the hint SQLite (lacking statistics)
+        # may walk every row with the same code instead.
+        probe = exists(
+            self.subquery.where(self.table.c.resource_pk == R.c.pk)
+            .with_hint(self.table, f"INDEXED BY ix_{self.table.name}_pk", "sqlite")
+        )
+        return not_(probe) if self.negate else probe
+
+
+Condition = ColumnElement[bool] | Membership
+
+
+def as_column(condition: Condition) -> ColumnElement[bool]:
+    return condition.as_in() if isinstance(condition, Membership) else condition
+
+
 def _pk_condition(resource_type: str | None, code: str, modifier: str | None, raw: str
-                  ) -> ColumnElement[bool]:
+                  ) -> Condition:
     """The condition on resource.pk for one parameter occurrence (values OR'ed)."""
     if code.startswith("_has:"):
         return _has_condition(resource_type, code, raw)
@@ -394,7 +433,7 @@ def _pk_condition(resource_type: str | None, code: str, modifier: str | None, ra
         if table is None:
             raise InvalidRequest(f"':missing' is not supported on '{code}'")
         present = _index_subquery(table, resource_type, code, true())
-        return R.c.pk.not_in(present) if raw == "true" else R.c.pk.in_(present)
+        return Membership(table, present, negate=raw == "true", rank=8)
     values = split_unescaped(raw, ",")
     if any(v == "" for v in values):
         raise InvalidRequest(f"Search parameter '{code}' has an empty value")
@@ -407,8 +446,8 @@ def _pk_condition(resource_type: str | None, code: str, modifier: str | None, ra
     if param.type == "reference" and modifier == "identifier":
         t = schema.idx_token
         identifiers = [_token_value_condition(t, v, t.c.system, t.c.code) for v in values]
-        return R.c.pk.in_(_index_subquery(t, resource_type, f"{code}:identifier",
-                                          or_(*identifiers)))
+        return Membership(t, _index_subquery(t, resource_type, f"{code}:identifier",
+                                             or_(*identifiers)), negate=False, rank=2)
     if param.type == "reference" and modifier is not None and \
             modifier not in load_definitions().resource_types:
         raise InvalidRequest(f"Modifier ':{modifier}' is not supported on reference parameters")
@@ -418,9 +457,8 @@ def _pk_condition(resource_type: str | None, code: str, modifier: str | None, ra
         table, value_cond = _value_condition(param, modifier, v)
         alternatives.append(value_cond)
     subquery = _index_subquery(table, resource_type, code, or_(*alternatives))
-    if modifier == "not":
-        return R.c.pk.not_in(subquery)
-    return R.c.pk.in_(subquery)
+    rank = RANK.get(param.type, 5) + (5 if modifier in ("contains", "text") else 0)
+    return Membership(table, subquery, negate=modifier == "not", rank=rank)
 
 
 def _chain_condition(resource_type: str | None, param: SearchParam, type_modifier: str | None,
@@ -439,7 +477,7 @@ def _chain_condition(resource_type: str | None, param: SearchParam, type_modifie
     t = schema.idx_reference
     alternatives = []
     for target in targets:
-        inner = _pk_condition(target, inner_code, inner_modifier or None, raw)
+        inner = as_column(_pk_condition(target, inner_code, inner_modifier or None, raw))
         target_ids = select(R.c.resource_id).where(
             R.c.resource_type == target, R.c.deleted == false(), inner
         )
@@ -462,7 +500,7 @@ def _has_condition(resource_type: str | None, code: str, raw: str) -> ColumnElem
     modifier = None
     if not inner_code.startswith("_has:") and ":" in inner_code:
         inner_code, _, modifier = inner_code.partition(":")
-    inner = _pk_condition(source_type, inner_code, modifier, raw)
+    inner = as_column(_pk_condition(source_type, inner_code, modifier, raw))
     t = schema.idx_reference
     source_pks = select(R.c.pk).where(R.c.resource_type == source_type, inner)
     target_ids = select(t.c.target_id).where(
@@ -566,22 +604,36 @@ def _sort_expression(resource_type: str | None, param: SearchParam | str, desc: 
     )
 
 
-def _base_conditions(query: SearchQuery) -> list[ColumnElement[bool]]:
+def _base_conditions(query: SearchQuery) -> tuple[list[ColumnElement[bool]], bool]:
+    """The WHERE clause, and whether an index membership drives it (pk IN ...)."""
     conds: list[ColumnElement[bool]] = [R.c.deleted == false()]
     if query.resource_type is not None:
         conds.append(R.c.resource_type == query.resource_type)
     if query.types:
         conds.append(R.c.resource_type.in_(query.types))
-    return conds + query.conditions
+    memberships = sorted((c for c in query.conditions if isinstance(c, Membership)),
+                         key=lambda m: (m.negate, m.rank))
+    driver_used = False
+    for membership in memberships:
+        if not driver_used and not membership.negate:
+            conds.append(membership.as_in())
+            driver_used = True
+        else:
+            conds.append(membership.as_exists())
+    conds.extend(c for c in query.conditions if not isinstance(c, Membership))
+    return conds, driver_used
 
 
 def run_search(conn: Connection, resource_type: str | None, query: SearchQuery,
                default_count: int = 50, max_count: int = 1000) -> SearchPage:
-    conds = _base_conditions(query)
+    conds, driven = _base_conditions(query)
+    # With a pk IN (...) driver, look resources up by rowid rather than scanning a type.
+    hint = "NOT INDEXED" if driven else ""
     count = min(query.count if query.count is not None else default_count, max_count)
     total: int | None = None
     if query.total != "none" or query.summary == "count" or count == 0:
-        total = int(conn.execute(select(func.count()).select_from(R).where(*conds)).scalar() or 0)
+        total = int(conn.execute(select(func.count()).select_from(R).where(*conds)
+                                 .with_hint(R, hint, "sqlite")).scalar() or 0)
     if query.summary == "count" or count == 0:
         return SearchPage(total, [], [], query.offset, count)
     order = []
@@ -591,7 +643,8 @@ def run_search(conn: Connection, resource_type: str | None, query: SearchQuery,
     order.append(R.c.pk)
     rows = conn.execute(
         select(R.c.pk, R.c.resource_type, R.c.resource_id, R.c.content)
-        .where(*conds).order_by(*order).limit(count).offset(query.offset)
+        .where(*conds).with_hint(R, hint, "sqlite")
+        .order_by(*order).limit(count).offset(query.offset)
     ).all()
     matches = [orjson.loads(r.content) for r in rows]
     included = _includes(conn, query, [(r.pk, r.resource_type, r.resource_id) for r in rows])

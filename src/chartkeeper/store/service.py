@@ -89,7 +89,7 @@ def check_resource_type(resource_type: str) -> None:
         raise NotFound(f"Unknown resource type '{resource_type}'")
 
 
-def _validate(resource: Any, expected_type: str | None) -> Resource:
+def validate_for_store(resource: Any, expected_type: str | None) -> Resource:
     if not isinstance(resource, dict):
         raise InvalidResource(f"A resource must be a JSON object, got {type(resource).__name__}")
     actual = resource.get("resourceType")
@@ -212,13 +212,13 @@ class Txn:
     def create(self, resource: Any, *, resource_id: str | None = None,
                validated: bool = False) -> WriteResult:
         """Create a new resource with a server-assigned id (a client id is ignored)."""
-        resource = resource if validated else _validate(resource, None)
+        resource = resource if validated else validate_for_store(resource, None)
         check_resource_type(resource["resourceType"])
         return self._insert_new(resource, resource_id or new_id())
 
     def conditional_create(self, resource: Any, criteria: str) -> WriteResult:
         """Create unless a resource matches ``criteria`` (If-None-Exist)."""
-        resource = _validate(resource, None)
+        resource = validate_for_store(resource, None)
         rtype = resource["resourceType"]
         matches = self.match(rtype, criteria)
         if len(matches) > 1:
@@ -236,7 +236,7 @@ class Txn:
                if_match: int | None = None) -> WriteResult:
         """Update (or create on update) ``resource_type/resource_id``."""
         check_resource_type(resource_type)
-        resource = _validate(resource, resource_type)
+        resource = validate_for_store(resource, resource_type)
         body_id = resource.get("id")
         if body_id is None:
             raise InvalidRequest("An update must carry the resource's id in the body")
@@ -261,7 +261,7 @@ class Txn:
 
     def conditional_update(self, resource_type: str, criteria: str, resource: Any,
                            if_match: int | None = None) -> WriteResult:
-        resource = _validate(resource, resource_type)
+        resource = validate_for_store(resource, resource_type)
         matches = self.match(resource_type, criteria)
         if len(matches) > 1:
             raise PreconditionFailed(
@@ -387,6 +387,46 @@ class Txn:
             if records:
                 self.conn.execute(insert(schema.INDEX_TABLES[name]), records)
 
+    def create_many(self, resources: list[Resource]) -> list[WriteResult]:
+        """Create validated resources whose ids the server just assigned, in one bulk insert.
+
+        Used by transactions and importers: a few statements for the whole batch instead of
+        several per resource. Ids must be new (fresh UUIDs); a clash fails the transaction.
+        """
+        last_updated = now_instant()
+        items = []
+        for res in resources:
+            check_resource_type(res["resourceType"])
+            stamped = _stamp(res, res["id"], 1, last_updated)
+            items.append((stamped, indexing.extract(stamped)))
+        self._bulk_insert(items, last_updated)
+        return [WriteResult(s, s["resourceType"], s["id"], 1, last_updated, created=True)
+                for s, _ in items]
+
+    def _bulk_insert(self, items: list[tuple[Resource, indexing.IndexRows]],
+                     last_updated: str) -> None:
+        if not items:
+            return
+        r = schema.resource
+        contents = [dumps(s) for s, _ in items]
+        pks = self.conn.execute(
+            insert(r).returning(r.c.pk, sort_by_parameter_order=True),
+            [
+                {"resource_type": s["resourceType"], "resource_id": s["id"], "version_id": 1,
+                 "last_updated": last_updated, "deleted": False, "content": c}
+                for (s, _), c in zip(items, contents, strict=True)
+            ],
+        ).scalars().all()
+        self.conn.execute(insert(schema.resource_version), [
+            {"resource_pk": pk, "version_id": 1, "resource_type": s["resourceType"],
+             "resource_id": s["id"], "last_updated": last_updated, "method": "POST",
+             "deleted": False, "content": c}
+            for pk, (s, _), c in zip(pks, items, contents, strict=True)
+        ])
+        self._insert_index_rows(
+            (pk, s["resourceType"], rows) for pk, (s, rows) in zip(pks, items, strict=True)
+        )
+
     def bulk_upsert(self, resources: list[Resource]) -> tuple[int, int]:
         """Store already-validated resources that carry ids: new ones in bulk, others updated.
 
@@ -421,26 +461,7 @@ class Txn:
             else:
                 stamped = _stamp(res, key[1], 1, last_updated)
                 new_items.append((stamped, indexing.extract(stamped)))
-        if new_items:
-            contents = [dumps(s) for s, _ in new_items]
-            pks = self.conn.execute(
-                insert(r).returning(r.c.pk, sort_by_parameter_order=True),
-                [
-                    {"resource_type": s["resourceType"], "resource_id": s["id"], "version_id": 1,
-                     "last_updated": last_updated, "deleted": False, "content": c}
-                    for (s, _), c in zip(new_items, contents, strict=True)
-                ],
-            ).scalars().all()
-            self.conn.execute(insert(schema.resource_version), [
-                {"resource_pk": pk, "version_id": 1, "resource_type": s["resourceType"],
-                 "resource_id": s["id"], "last_updated": last_updated, "method": "POST",
-                 "deleted": False, "content": c}
-                for pk, (s, _), c in zip(pks, new_items, contents, strict=True)
-            ])
-            self._insert_index_rows(
-                (pk, s["resourceType"], rows)
-                for pk, (s, rows) in zip(pks, new_items, strict=True)
-            )
+        self._bulk_insert(new_items, last_updated)
         return len(new_items), updated
 
 

@@ -1,0 +1,150 @@
+"""Ingest throughput: Synthea transaction bundles, replicated with fresh ids, into the store.
+
+Every copy of a patient bundle gets new UUIDs (resource ids, fullUrls, identifiers), so the
+store sees distinct patients. Bundles go through the same path as ``chartkeeper import`` and
+``POST /fhir`` (BundleProcessor: validation, reference resolution, indexing, one transaction
+per bundle).
+
+    .venv/bin/python bench/ingest.py --resources 1000000 --database-url sqlite:///var/bench.sqlite
+    .venv/bin/python bench/ingest.py --resources 1000000 --postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from chartkeeper.store import Store  # noqa: E402
+from chartkeeper.store.bundle import BundleProcessor  # noqa: E402
+from chartkeeper.store.errors import InvalidRequest  # noqa: E402
+
+SYNTHEA = REPO.parent / "shared" / "data" / "synthea" / "r4_transaction_bundles_subset"
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def bundle_texts() -> tuple[list[str], list[str]]:
+    """(shared bundles loaded once: hospitals/practitioners, patient bundles to replicate)."""
+    shared, patients = [], []
+    for path in sorted(SYNTHEA.glob("*.json")):
+        (patients if path.name[0].isupper() else shared).append(path.read_text())
+    return shared, patients
+
+
+def fresh_copy(text: str) -> dict[str, object]:
+    mapping: dict[str, str] = {}
+
+    def replace(match: re.Match[str]) -> str:
+        old = match.group(0)
+        if old not in mapping:
+            mapping[old] = str(uuid.uuid4())
+        return mapping[old]
+
+    copied: dict[str, object] = json.loads(UUID.sub(replace, text))
+    return copied
+
+
+def replicated(patients: list[str], target: int) -> Iterator[tuple[dict[str, object], int]]:
+    sizes = [len(json.loads(t)["entry"]) for t in patients]
+    produced = 0
+    while produced < target:
+        for text, size in zip(patients, sizes, strict=True):
+            if produced >= target:
+                return
+            yield fresh_copy(text), size
+            produced += size
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def database_size(store: Store, url: str) -> str:
+    if url.startswith("sqlite"):
+        path = Path(url.split("///", 1)[1])
+        total = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+        return f"{total / 1e9:.2f} GB"
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        size = conn.execute(text("select pg_database_size(current_database())")).scalar()
+    return f"{int(size or 0) / 1e9:.2f} GB"
+
+
+def run(url: str, target: int, report_every: int) -> None:
+    store = Store(url)
+    store.create_schema()
+
+    def no_get(*_args: object) -> dict[str, object]:
+        raise InvalidRequest("no GET entries in the benchmark")
+
+    processor = BundleProcessor(store, no_get)
+    shared, patients = bundle_texts()
+    for text in shared:
+        processor.process(json.loads(text))
+    loaded = 0
+    busy = 0.0  # time spent in the store, not in copying bundles
+    started = time.perf_counter()
+    next_report = report_every
+    window_start, window_loaded, window_busy = started, 0, 0.0
+    for bundle, size in replicated(patients, target):
+        t0 = time.perf_counter()
+        processor.process(bundle)
+        elapsed = time.perf_counter() - t0
+        busy += elapsed
+        window_busy += elapsed
+        loaded += size
+        window_loaded += size
+        if loaded >= next_report:
+            print(f"  {loaded:>9,} resources  {window_loaded / window_busy:8,.0f} res/s "
+                  f"(last {window_loaded:,})  peak RSS {peak_rss_mb():,.0f} MB", flush=True)
+            next_report += report_every
+            window_start, window_loaded, window_busy = time.perf_counter(), 0, 0.0
+    wall = time.perf_counter() - started
+    print(f"database: {url.split('://')[0]}  resources: {loaded:,}")
+    print(f"ingest rate: {loaded / busy:,.0f} resources/s in the store "
+          f"({loaded / wall:,.0f} res/s wall, incl. making fresh copies)")
+    print(f"wall time: {wall:,.1f} s  peak RSS: {peak_rss_mb():,.0f} MB  "
+          f"database size: {database_size(store, url)}")
+    store.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resources", type=int, default=1_000_000)
+    parser.add_argument("--database-url", default=None,
+                        help="default: a new SQLite file under var/bench/")
+    parser.add_argument("--postgres", action="store_true",
+                        help="start a throwaway PostgreSQL cluster (Debian binaries) and use it")
+    parser.add_argument("--report-every", type=int, default=100_000)
+    args = parser.parse_args()
+    print("command:", " ".join([".venv/bin/python", "bench/ingest.py", *sys.argv[1:]]))
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    if args.postgres:
+        from bench.pg import throwaway_postgres
+
+        with throwaway_postgres() as url:
+            run(url, args.resources, args.report_every)
+        return
+    url = args.database_url
+    if url is None:
+        folder = REPO / "var" / "bench"
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("ingest.sqlite*"):
+            old.unlink()
+        url = f"sqlite:///{folder / 'ingest.sqlite'}"
+    run(url, args.resources, args.report_every)
+
+
+if __name__ == "__main__":
+    main()
