@@ -321,22 +321,11 @@ class Txn:
         last_updated = now_instant()
         stamped = _stamp(resource, resource_id, 1, last_updated)
         rows = indexing.extract(stamped)
-        content = dumps(stamped)
         rtype = stamped["resourceType"]
         existing = self._current_row(rtype, resource_id)
         if existing is not None:
             raise Conflict(f"{rtype}/{resource_id} already exists")
-        pk = self.conn.execute(
-            insert(schema.resource).returning(schema.resource.c.pk),
-            {"resource_type": rtype, "resource_id": resource_id, "version_id": 1,
-             "last_updated": last_updated, "deleted": False, "content": content},
-        ).scalar_one()
-        self.conn.execute(insert(schema.resource_version), {
-            "resource_pk": pk, "version_id": 1, "resource_type": rtype,
-            "resource_id": resource_id, "last_updated": last_updated, "method": "POST",
-            "deleted": False, "content": content,
-        })
-        self._insert_index_rows([(pk, rtype, rows)])
+        self._bulk_insert([(stamped, rows)], last_updated)
         return WriteResult(stamped, rtype, resource_id, 1, last_updated, created=True)
 
     def _write_version(self, row: Row[Any], resource: Resource | None, method: str
@@ -374,18 +363,40 @@ class Txn:
         for table in schema.INDEX_TABLES.values():
             self.conn.execute(delete(table).where(table.c.resource_pk.in_(pks)))
 
+    def _raw_insert(self, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+                    ) -> None:
+        """executemany straight to the driver: the write path's hot loop, no per-row dicts."""
+        if not rows:
+            return
+        marker = "?" if self.store.dialect == "sqlite" else "%s"
+        sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
+               f"VALUES ({', '.join([marker] * len(columns))})")
+        self.conn.exec_driver_sql(sql, rows)
+
+    def _allocate_pks(self, count: int) -> list[int]:
+        """Reserve ``count`` new resource primary keys inside this write transaction."""
+        if self.store.dialect == "sqlite":
+            # The writer holds SQLite's write lock from BEGIN IMMEDIATE: max(pk) is stable.
+            top = self.conn.exec_driver_sql("SELECT coalesce(max(pk), 0) FROM resource").scalar()
+            start = int(top or 0) + 1
+            return list(range(start, start + count))
+        result = self.conn.exec_driver_sql(
+            "SELECT nextval(pg_get_serial_sequence('resource', 'pk')) "
+            "FROM generate_series(1, %s)", (count,))
+        return [int(v) for v in result.scalars()]
+
     def _insert_index_rows(self, items: Iterable[tuple[int, str, indexing.IndexRows]]) -> None:
-        batches: dict[str, list[dict[str, Any]]] = {name: [] for name in schema.INDEX_TABLES}
+        batches: dict[str, list[tuple[Any, ...]]] = {name: [] for name in schema.INDEX_TABLES}
+        fields = [(name, attr) for name, (attr, _cols) in schema.INDEX_ROW_COLUMNS.items()]
         for pk, rtype, rows in items:
-            for name, (attr, columns) in schema.INDEX_ROW_COLUMNS.items():
-                for values in getattr(rows, attr):
-                    record = dict(zip(columns, values, strict=True))
-                    record["resource_pk"] = pk
-                    record["resource_type"] = rtype
-                    batches[name].append(record)
+            for name, attr in fields:
+                values = getattr(rows, attr)
+                if values:
+                    # _id is answered from resource.resource_id; its token rows would be waste.
+                    batches[name].extend((pk, rtype, *v) for v in values if v[0] != "_id")
         for name, records in batches.items():
-            if records:
-                self.conn.execute(insert(schema.INDEX_TABLES[name]), records)
+            columns = ("resource_pk", "resource_type", *schema.INDEX_ROW_COLUMNS[name][1])
+            self._raw_insert(schema.INDEX_TABLES[name], columns, records)
 
     def create_many(self, resources: list[Resource]) -> list[WriteResult]:
         """Create validated resources whose ids the server just assigned, in one bulk insert.
@@ -407,22 +418,22 @@ class Txn:
                      last_updated: str) -> None:
         if not items:
             return
-        r = schema.resource
         contents = [dumps(s) for s, _ in items]
-        pks = self.conn.execute(
-            insert(r).returning(r.c.pk, sort_by_parameter_order=True),
-            [
-                {"resource_type": s["resourceType"], "resource_id": s["id"], "version_id": 1,
-                 "last_updated": last_updated, "deleted": False, "content": c}
-                for (s, _), c in zip(items, contents, strict=True)
-            ],
-        ).scalars().all()
-        self.conn.execute(insert(schema.resource_version), [
-            {"resource_pk": pk, "version_id": 1, "resource_type": s["resourceType"],
-             "resource_id": s["id"], "last_updated": last_updated, "method": "POST",
-             "deleted": False, "content": c}
-            for pk, (s, _), c in zip(pks, items, contents, strict=True)
-        ])
+        pks = self._allocate_pks(len(items))
+        self._raw_insert(
+            schema.resource,
+            ("pk", "resource_type", "resource_id", "version_id", "last_updated", "deleted",
+             "content"),
+            [(pk, s["resourceType"], s["id"], 1, last_updated, False, c)
+             for pk, (s, _), c in zip(pks, items, contents, strict=True)],
+        )
+        self._raw_insert(
+            schema.resource_version,
+            ("resource_pk", "version_id", "resource_type", "resource_id", "last_updated",
+             "method", "deleted", "content"),
+            [(pk, 1, s["resourceType"], s["id"], last_updated, "POST", False, c)
+             for pk, (s, _), c in zip(pks, items, contents, strict=True)],
+        )
         self._insert_index_rows(
             (pk, s["resourceType"], rows) for pk, (s, rows) in zip(pks, items, strict=True)
         )
