@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml | $(VENV_PY)
 	touch $@
 
 # The compiled FHIR R4 definitions come from npm at install time (see fhir/package.py).
-$(DEFINITIONS): | $(STAMP)
+$(DEFINITIONS): src/chartkeeper/fhir/package.py | $(STAMP)
 	command -v npm >/dev/null 2>&1 || scripts/apt_install.sh npm
 	$(VENV_PY) -m chartkeeper.fhir.package --if-missing
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from chartkeeper.fhir.definitions import load as load_definitions
 from chartkeeper.store import Store
 
 
@@ -163,7 +164,7 @@ def test_capability_statement_lists_what_is_supported(client: TestClient) -> Non
     assert cs["resourceType"] == "CapabilityStatement"
     assert cs["fhirVersion"] == "4.0.1"
     resources = {r["type"]: r for r in cs["rest"][0]["resource"]}
-    assert len(resources) == 145 or len(resources) >= 140
+    assert set(resources) == load_definitions().resource_types
     observation_params = {p["name"] for p in resources["Observation"]["searchParam"]}
     assert {"code", "subject", "patient", "date", "value-quantity",
             "code-value-quantity"} <= observation_params
@@ -182,3 +183,18 @@ def test_elements_and_summary_on_read(client: TestClient) -> None:
     subset = client.get(f"/fhir/Patient/{pid}", params={"_elements": "gender"}).json()
     assert set(subset) == {"resourceType", "id", "meta", "gender"}
     assert subset["meta"]["tag"][0]["code"] == "SUBSETTED"
+
+
+def test_summary_true_keeps_only_summary_elements(client: TestClient) -> None:
+    body = patient(deceasedBoolean=False, communication=[{"language": {"text": "English"}}],
+                   text={"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">P</div>"})
+    pid = client.post("/fhir/Patient", json=body).json()["id"]
+    summary = client.get(f"/fhir/Patient/{pid}", params={"_summary": "true"}).json()
+    assert {"name", "gender", "birthDate", "deceasedBoolean"} <= set(summary)
+    assert "communication" not in summary and "text" not in summary
+    text_only = client.get(f"/fhir/Patient/{pid}", params={"_summary": "text"}).json()
+    assert set(text_only) == {"resourceType", "id", "meta", "text"}
+    data = client.get(f"/fhir/Patient/{pid}", params={"_summary": "data"}).json()
+    assert "text" not in data and "communication" in data
+    searched = client.get("/fhir/Patient", params={"_summary": "true"}).json()
+    assert "communication" not in searched["entry"][0]["resource"]

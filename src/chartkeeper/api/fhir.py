@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chartkeeper import __version__
 from chartkeeper.fhir.definitions import load as load_definitions
+from chartkeeper.fhir.definitions import summary_elements
 from chartkeeper.store import Store
 from chartkeeper.store.bundle import BundleProcessor, operation_outcome, parse_etag
 from chartkeeper.store.errors import (
@@ -130,9 +131,14 @@ def _query_items(request: Request) -> list[tuple[str, str]]:
 
 def _apply_elements(resource: dict[str, Any], elements: list[str] | None, summary: str | None
                     ) -> dict[str, Any]:
-    if elements is None and summary not in ("text", "data"):
+    if elements is None and summary not in ("text", "data", "true"):
         return resource
-    if summary == "data":
+    if summary == "true":
+        names, choices = summary_elements(resource["resourceType"])
+        subset = {k: v for k, v in resource.items()
+                  if k in ("resourceType", "id", "meta") or k in names
+                  or any(k.startswith(c) and k[len(c):][:1].isupper() for c in choices)}
+    elif summary == "data":
         subset = {k: v for k, v in resource.items() if k != "text"}
     elif summary == "text":
         subset = {k: resource[k] for k in ("resourceType", "id", "meta", "text") if k in resource}

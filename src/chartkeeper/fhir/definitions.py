@@ -141,3 +141,19 @@ def load() -> Definitions:
         compartments=raw["compartments"],
         resource_types=resource_types,
     )
+
+
+@cache
+def summary_elements(resource_type: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Top-level summary elements of a type: (names, choice prefixes such as ``deceased``)."""
+    names: set[str] = set()
+    choices: list[str] = []
+    for element in load().structure_definitions.get(resource_type, {}).get("elements", []):
+        parts = element["path"].split(".")
+        if len(parts) != 2 or not element.get("summary"):
+            continue
+        if parts[1].endswith("[x]"):
+            choices.append(parts[1][:-3])
+        else:
+            names.add(parts[1])
+    return frozenset(names), tuple(choices)

@@ -25,6 +25,8 @@ PACKAGE_NAME = "hl7.fhir.r4.examples"
 PACKAGE_VERSION = "4.0.1"
 PACKAGE_SHA1 = "537ea7db3f3c7b3575fe2eaa7808bad21261cca3"
 COMPILED_PATH = Path(__file__).with_name("definitions") / "r4-core.json.gz"
+# Bump when the compiled layout changes, so installs rebuild the file.
+COMPILED_FORMAT = 2
 
 
 class PackageError(RuntimeError):
@@ -85,6 +87,8 @@ def _compact_structure_definition(sd: dict[str, Any]) -> dict[str, Any]:
             compact["contentReference"] = el["contentReference"]
         if "sliceName" in el:
             compact["sliceName"] = el["sliceName"]
+        if el.get("isSummary"):
+            compact["summary"] = True
         elements.append(compact)
     return {
         "url": sd["url"],
@@ -130,6 +134,7 @@ def compile_tarball(tarball: Path, out_path: Path = COMPILED_PATH) -> dict[str, 
                 }
     search_parameters.sort(key=lambda sp: sp["url"])
     compiled = {
+        "format": COMPILED_FORMAT,
         "fhirVersion": PACKAGE_VERSION,
         "source": {"package": PACKAGE_NAME, "version": PACKAGE_VERSION, "sha1": PACKAGE_SHA1},
         "searchParameters": search_parameters,
@@ -149,13 +154,22 @@ def compile_tarball(tarball: Path, out_path: Path = COMPILED_PATH) -> dict[str, 
     }
 
 
+def compiled_format() -> int | None:
+    """The format number of the compiled file on disk, or None if there is none."""
+    if not COMPILED_PATH.exists():
+        return None
+    with gzip.open(COMPILED_PATH, "rb") as fh:
+        value = json.loads(fh.read()).get("format")
+    return int(value) if value is not None else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--from-tarball", type=Path, help="use this tarball instead of npm")
     parser.add_argument("--if-missing", action="store_true",
                         help="do nothing when the compiled file already exists")
     args = parser.parse_args(argv)
-    if args.if_missing and COMPILED_PATH.exists():
+    if args.if_missing and compiled_format() == COMPILED_FORMAT:
         return 0
     try:
         if args.from_tarball:
