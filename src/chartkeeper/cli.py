@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from sqlalchemy import false, select
 
 from chartkeeper.settings import Settings
 from chartkeeper.store import Store
-from chartkeeper.store.importer import Importer, ImportSummary, find_files
+from chartkeeper.store.importer import Importer, find_files
 
 app = typer.Typer(help="Chartkeeper health information management.", no_args_is_help=True,
                   add_completion=False)
@@ -50,19 +51,28 @@ def init_demo() -> None:
                   "(the synthetic hospital generator will provide it)")
 
 
+def default_workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
+
+
 @app.command("import")
 def import_files(
     paths: Annotated[list[Path], typer.Argument(help="FHIR JSON, Bundle or NDJSON files or dirs")],
+    workers: Annotated[int, typer.Option(
+        help="processes that parse, validate and index while this one writes (0: none)")
+    ] = -1,
 ) -> None:
     """Import FHIR resources, Bundles and NDJSON files; prints created/updated/rejected."""
     settings = Settings.from_env()
+    if workers < -1:
+        console.print(f"[red]error:[/red] --workers must be 0 or more, got {workers}")
+        raise typer.Exit(2)
     try:
         files = find_files(paths)
     except FileNotFoundError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     store = open_store(settings)
-    total = ImportSummary()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[resources]} resources"), TimeElapsedColumn(),
                   console=console, transient=not sys.stderr.isatty()) as progress:
@@ -73,11 +83,13 @@ def import_files(
             counted[0] += n
             progress.update(task, resources=counted[0])
 
-        importer = Importer(store, on_progress)
-        for path in files:
-            progress.update(task, description=path.name[:40])
-            total.add(importer.import_file(path))
+        def on_file(name: str) -> None:
+            progress.update(task, description=name[:40])
             progress.advance(task)
+
+        importer = Importer(store, on_progress,
+                            workers=default_workers() if workers == -1 else workers)
+        total = importer.import_files(files, on_file)
     for problem in total.problems[:50]:
         console.print(f"[yellow]rejected:[/yellow] {problem}")
     if len(total.problems) > 50:

@@ -10,7 +10,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 from chartkeeper.fhir.definitions import load as load_definitions
 from chartkeeper.store.errors import InvalidRequest, InvalidResource, OutcomeIssue, StoreError
-from chartkeeper.store.service import Store, Txn, WriteResult, new_id
+from chartkeeper.store.service import (
+    PreparedResource,
+    Store,
+    Txn,
+    WriteResult,
+    new_id,
+    now_instant,
+    prepare_new,
+)
 from chartkeeper.store.service import validate_for_store as validate
 
 Resource = dict[str, Any]
@@ -324,3 +332,63 @@ def operation_outcome(issues: list[OutcomeIssue]) -> Resource:
 
 def criteria_params(criteria: str) -> list[tuple[str, str]]:
     return parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+
+
+class NeedsDatabase(Exception):
+    """A bundle that cannot be prepared without the database (conditional entries or refs)."""
+
+
+def prepare_transaction(bundle: Any) -> list[PreparedResource] | None:
+    """Prepare a create-only transaction without the database, for pipelined imports.
+
+    Works for transactions whose entries are all plain POSTs and whose references are
+    ``urn:uuid`` fullUrls of the bundle or ordinary references (what Synthea and most bulk
+    feeds send): ids are assigned, references rewritten, every entry validated and indexed.
+    Returns None when the bundle needs the database (conditional creates or references, PUT,
+    DELETE, GET, batches): the caller then runs it through ``BundleProcessor``. Raises the
+    same errors, naming the entry, that ``BundleProcessor`` would.
+    """
+    kind, requests = _entry_requests(bundle)
+    if kind != "transaction" or any(r.method != "POST" or r.if_none_exist for r in requests):
+        return None
+    full_urls = [r.full_url for r in requests if r.full_url]
+    if len(full_urls) != len(set(full_urls)):
+        raise InvalidRequest("Two entries of the transaction share a fullUrl")
+    id_map: dict[str, str] = {}
+    for req in requests:
+        assert req.resource is not None
+        rtype = req.resource.get("resourceType")
+        if not isinstance(rtype, str) or rtype not in load_definitions().resource_types:
+            raise InvalidResource(
+                f"Bundle.entry[{req.index}].resource has unknown resourceType '{rtype}'",
+                [OutcomeIssue("structure", f"Unknown resourceType '{rtype}'",
+                              f"Bundle.entry[{req.index}].resource.resourceType")])
+        req.resource = dict(req.resource, id=new_id())
+        if req.full_url:
+            id_map[req.full_url] = f"{rtype}/{req.resource['id']}"
+
+    def rewrite(ref: str) -> str:
+        if ref in id_map:
+            return id_map[ref]
+        if "?" in ref and not ref.startswith(("http://", "https://")):
+            raise NeedsDatabase(ref)
+        return ref
+
+    try:
+        for req in requests:
+            _walk_references(req.resource, rewrite)
+    except NeedsDatabase:
+        return None
+    last_updated = now_instant()
+    prepared = []
+    for req in requests:
+        assert req.resource is not None
+        try:
+            if req.url.split("?")[0].strip("/") != req.resource["resourceType"]:
+                raise InvalidRequest(
+                    f"url '{req.url}' does not match resourceType "
+                    f"'{req.resource['resourceType']}'")
+            prepared.append(prepare_new(validate(req.resource, None), last_updated))
+        except StoreError as exc:
+            raise _entry_error(f"Bundle.entry[{req.index}]", exc) from exc
+    return prepared

@@ -122,6 +122,31 @@ def _stamp(resource: Resource, resource_id: str, version_id: int, last_updated: 
     return ordered
 
 
+@dataclass(slots=True)
+class PreparedResource:
+    """A new resource ready to insert: stamped as version 1, serialized and indexed.
+
+    Preparing is pure CPU work with no database, so importers do it in worker processes.
+    """
+
+    resource_type: str
+    resource_id: str
+    content: str
+    rows: indexing.IndexRows
+    last_updated: str
+
+
+def prepare_stamped(stamped: Resource, last_updated: str) -> PreparedResource:
+    return PreparedResource(stamped["resourceType"], stamped["id"], dumps(stamped),
+                            indexing.extract(stamped), last_updated)
+
+
+def prepare_new(resource: Resource, last_updated: str) -> PreparedResource:
+    """Stamp a validated resource (which carries its new id) as version 1 and prepare it."""
+    check_resource_type(resource["resourceType"])
+    return prepare_stamped(_stamp(resource, resource["id"], 1, last_updated), last_updated)
+
+
 class Txn:
     """One database transaction of the store. Every method runs inside it."""
 
@@ -325,7 +350,8 @@ class Txn:
         existing = self._current_row(rtype, resource_id)
         if existing is not None:
             raise Conflict(f"{rtype}/{resource_id} already exists")
-        self._bulk_insert([(stamped, rows)], last_updated)
+        self.insert_prepared([PreparedResource(rtype, resource_id, dumps(stamped), rows,
+                                               last_updated)])
         return WriteResult(stamped, rtype, resource_id, 1, last_updated, created=True)
 
     def _write_version(self, row: Row[Any], resource: Resource | None, method: str
@@ -405,37 +431,34 @@ class Txn:
         several per resource. Ids must be new (fresh UUIDs); a clash fails the transaction.
         """
         last_updated = now_instant()
-        items = []
         for res in resources:
             check_resource_type(res["resourceType"])
-            stamped = _stamp(res, res["id"], 1, last_updated)
-            items.append((stamped, indexing.extract(stamped)))
-        self._bulk_insert(items, last_updated)
+        stamped = [_stamp(res, res["id"], 1, last_updated) for res in resources]
+        self.insert_prepared([prepare_stamped(s, last_updated) for s in stamped])
         return [WriteResult(s, s["resourceType"], s["id"], 1, last_updated, created=True)
-                for s, _ in items]
+                for s in stamped]
 
-    def _bulk_insert(self, items: list[tuple[Resource, indexing.IndexRows]],
-                     last_updated: str) -> None:
-        if not items:
+    def insert_prepared(self, prepared: list[PreparedResource]) -> None:
+        """Insert new resources prepared (validated, serialized, indexed) possibly elsewhere."""
+        if not prepared:
             return
-        contents = [dumps(s) for s, _ in items]
-        pks = self._allocate_pks(len(items))
+        pks = self._allocate_pks(len(prepared))
         self._raw_insert(
             schema.resource,
             ("pk", "resource_type", "resource_id", "version_id", "last_updated", "deleted",
              "content"),
-            [(pk, s["resourceType"], s["id"], 1, last_updated, False, c)
-             for pk, (s, _), c in zip(pks, items, contents, strict=True)],
+            [(pk, p.resource_type, p.resource_id, 1, p.last_updated, False, p.content)
+             for pk, p in zip(pks, prepared, strict=True)],
         )
         self._raw_insert(
             schema.resource_version,
             ("resource_pk", "version_id", "resource_type", "resource_id", "last_updated",
              "method", "deleted", "content"),
-            [(pk, 1, s["resourceType"], s["id"], last_updated, "POST", False, c)
-             for pk, (s, _), c in zip(pks, items, contents, strict=True)],
+            [(pk, 1, p.resource_type, p.resource_id, p.last_updated, "POST", False, p.content)
+             for pk, p in zip(pks, prepared, strict=True)],
         )
         self._insert_index_rows(
-            (pk, s["resourceType"], rows) for pk, (s, rows) in zip(pks, items, strict=True)
+            (pk, p.resource_type, p.rows) for pk, p in zip(pks, prepared, strict=True)
         )
 
     def bulk_upsert(self, resources: list[Resource]) -> tuple[int, int]:
@@ -444,13 +467,18 @@ class Txn:
         Returns (created, updated). Used by importers for throughput; the same rules as
         ``update`` apply (a new version for an existing id).
         """
-        if not resources:
+        last_updated = now_instant()
+        return self.upsert_prepared([prepare_new(res, last_updated) for res in resources])
+
+    def upsert_prepared(self, prepared: list[PreparedResource]) -> tuple[int, int]:
+        """Insert prepared resources; those whose id already exists get a new version."""
+        if not prepared:
             return 0, 0
         r = schema.resource
-        keys: dict[tuple[str, str], Resource] = {}
-        for res in resources:
-            keys[(res["resourceType"], res["id"])] = res  # last one in a batch wins
-        existing: dict[tuple[str, str], Row[Any]] = {}
+        keys: dict[tuple[str, str], PreparedResource] = {}
+        for item in prepared:
+            keys[(item.resource_type, item.resource_id)] = item  # last one in a batch wins
+        existing: dict[tuple[str, str], Any] = {}
         by_type: dict[str, list[str]] = {}
         for rtype, rid in keys:
             by_type.setdefault(rtype, []).append(rid)
@@ -458,21 +486,21 @@ class Txn:
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
                 for row in self.conn.execute(
-                    select(r).where(r.c.resource_type == rtype, r.c.resource_id.in_(chunk))
+                    select(r.c.pk, r.c.resource_type, r.c.resource_id, r.c.version_id,
+                           r.c.content)
+                    .where(r.c.resource_type == rtype, r.c.resource_id.in_(chunk))
                 ):
                     existing[(rtype, row.resource_id)] = row
         updated = 0
-        new_items: list[tuple[Resource, indexing.IndexRows]] = []
-        last_updated = now_instant()
-        for key, res in keys.items():
+        new_items: list[PreparedResource] = []
+        for key, item in keys.items():
             current = existing.get(key)
             if current is not None:
-                self._write_version(current, res, "PUT")
+                self._write_version(current, loads(item.content), "PUT")
                 updated += 1
             else:
-                stamped = _stamp(res, key[1], 1, last_updated)
-                new_items.append((stamped, indexing.extract(stamped)))
-        self._bulk_insert(new_items, last_updated)
+                new_items.append(item)
+        self.insert_prepared(new_items)
         return len(new_items), updated
 
 
