@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -36,7 +37,11 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127
 
     from chartkeeper.api.app import create_app
 
-    uvicorn.run(create_app(Settings.from_env()), host=host, port=port, log_level="info")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # uvicorn's access log prints query strings, which carry names and birth dates: the app
+    # logs requests itself, without them.
+    uvicorn.run(create_app(Settings.from_env()), host=host, port=port, log_level="info",
+                access_log=False)
 
 
 @app.command("init-demo")

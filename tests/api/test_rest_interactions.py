@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from chartkeeper.fhir.definitions import load as load_definitions
@@ -198,3 +200,13 @@ def test_summary_true_keeps_only_summary_elements(client: TestClient) -> None:
     assert "text" not in data and "communication" in data
     searched = client.get("/fhir/Patient", params={"_summary": "true"}).json()
     assert "communication" not in searched["entry"][0]["resource"]
+
+
+def test_request_log_has_no_query_strings_or_bodies(client: TestClient,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="chartkeeper.access"):
+        client.post("/fhir/Patient", json=patient(family="Zebediah"))
+        client.get("/fhir/Patient", params={"family": "Zebediah", "birthdate": "1974-12-25"})
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "GET /fhir/Patient 200" in logged
+    assert "Zebediah" not in logged and "1974" not in logged

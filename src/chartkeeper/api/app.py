@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -19,6 +20,7 @@ from chartkeeper.store.errors import OutcomeIssue, StoreError
 from chartkeeper.store.export import ExportManager
 
 log = logging.getLogger("chartkeeper.api")
+access_log = logging.getLogger("chartkeeper.access")
 
 HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-long", 415: "not-supported"}
 
@@ -35,6 +37,15 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.store = store
     app.state.exports = ExportManager(store, settings.home / "exports")
     app.include_router(fhir.router)
+
+    @app.middleware("http")
+    async def _access_log(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        # Method, path and status only: query strings and bodies hold PHI and are never logged.
+        access_log.info("%s %s %d %.1f ms", request.method, request.url.path,
+                        response.status_code, (time.perf_counter() - started) * 1000)
+        return response
 
     @app.exception_handler(StoreError)
     async def _store_error(_request: Request, exc: StoreError) -> Response:
