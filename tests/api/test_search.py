@@ -224,3 +224,13 @@ def test_bad_search_parameters_are_400(client: TestClient, query: dict[str, str]
     outcome = response.json()
     assert outcome["resourceType"] == "OperationOutcome"
     assert outcome["issue"][0]["diagnostics"]
+
+
+def test_include_iterate_follows_included_resources(client: TestClient,
+                                                    clinic: dict[str, str]) -> None:
+    plain = search(client, "Observation", _id=clinic["g1"], _include="Observation:subject")
+    assert ids(plain, "include") == {clinic["peter"]}
+    iterated = client.get("/fhir/Observation", params=[
+        ("_id", clinic["g1"]), ("_include", "Observation:subject"),
+        ("_include:iterate", "Patient:organization")]).json()
+    assert ids(iterated, "include") == {clinic["peter"], clinic["org"]}

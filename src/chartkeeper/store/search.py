@@ -37,6 +37,7 @@ RESULT_PARAMS = {
 }
 COMMON_PARAMS = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source")
 TOP = "\U0010ffff"
+MAX_INCLUDE_DEPTH = 4  # the first round plus three :iterate rounds
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Include:
     source_type: str
     param: str  # "*" for every reference parameter
     target_type: str | None = None
+    iterate: bool = False
 
 
 @dataclass
@@ -510,9 +512,9 @@ def _has_condition(resource_type: str | None, code: str, raw: str) -> ColumnElem
     return R.c.resource_id.in_(target_ids)
 
 
-def _parse_include(value: str, reverse: bool) -> Include:
+def _parse_include(value: str, iterate: bool) -> Include:
     if value == "*":
-        return Include("*", "*")
+        return Include("*", "*", iterate=iterate)
     parts = value.split(":")
     if len(parts) not in (2, 3):
         raise InvalidRequest(f"'{value}' must be SourceType:searchParam[:TargetType]")
@@ -526,7 +528,7 @@ def _parse_include(value: str, reverse: bool) -> Include:
             raise InvalidRequest(f"'{param}' of {source} is not a reference parameter")
     if target is not None and target not in load_definitions().resource_types:
         raise InvalidRequest(f"Unknown target type '{target}' in include '{value}'")
-    return Include(source, param, target)
+    return Include(source, param, target, iterate)
 
 
 def _parse_int(name: str, value: str, minimum: int) -> int:
@@ -557,9 +559,9 @@ def parse_query(resource_type: str | None, params: Sequence[tuple[str, str]]) ->
                         raise InvalidRequest(f"Cannot sort by '{code}' ({sp.type})")
                     query.sort.append((sp, desc))
         elif name in ("_include", "_include:iterate"):
-            query.includes.append(_parse_include(value, reverse=False))
+            query.includes.append(_parse_include(value, name.endswith(":iterate")))
         elif name in ("_revinclude", "_revinclude:iterate"):
-            query.revincludes.append(_parse_include(value, reverse=True))
+            query.revincludes.append(_parse_include(value, name.endswith(":iterate")))
         elif name == "_summary":
             if value not in ("true", "false", "text", "data", "count"):
                 raise InvalidRequest(
@@ -653,13 +655,30 @@ def run_search(conn: Connection, resource_type: str | None, query: SearchQuery,
 
 def _includes(conn: Connection, query: SearchQuery, found: list[tuple[int, str, str]]
               ) -> list[dict[str, Any]]:
+    """_include and _revinclude; the ``:iterate`` ones are applied again to what they added."""
     if not found or not (query.includes or query.revincludes):
         return []
-    t = schema.idx_reference
     seen = {(rtype, rid) for _, rtype, rid in found}
-    wanted: list[tuple[str, str]] = []
+    included: list[dict[str, Any]] = []
+    frontier = found
+    for depth in range(MAX_INCLUDE_DEPTH):
+        includes = [i for i in query.includes if depth == 0 or i.iterate]
+        revincludes = [i for i in query.revincludes if depth == 0 or i.iterate]
+        if not frontier or not (includes or revincludes):
+            break
+        added = _include_round(conn, includes, revincludes, frontier, seen)
+        included.extend(orjson.loads(content) for _, _, _, content in added)
+        frontier = [(pk, rtype, rid) for pk, rtype, rid, _ in added]
+    return included
+
+
+def _include_round(conn: Connection, includes: list[Include], revincludes: list[Include],
+                   found: list[tuple[int, str, str]], seen: set[tuple[str, str]]
+                   ) -> list[tuple[int, str, str, str]]:
+    t = schema.idx_reference
     pks = [pk for pk, _, _ in found]
-    for inc in query.includes:
+    wanted: list[tuple[str, str]] = []
+    for inc in includes:
         conds: list[ColumnElement[bool]] = [
             t.c.resource_pk.in_(pks), t.c.target_id.is_not(None), t.c.target_type.is_not(None)]
         if inc.source_type != "*":
@@ -673,29 +692,28 @@ def _includes(conn: Connection, query: SearchQuery, found: list[tuple[int, str, 
             if (target_type, target_id) not in seen:
                 seen.add((target_type, target_id))
                 wanted.append((target_type, target_id))
-    included: list[dict[str, Any]] = []
+    added: list[tuple[int, str, str, str]] = []
     for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
         rows = conn.execute(
-            select(R.c.content).where(
-                tuple_(R.c.resource_type, R.c.resource_id).in_(chunk), R.c.deleted == false()
-            )
+            select(R.c.pk, R.c.resource_type, R.c.resource_id, R.c.content).where(
+                tuple_(R.c.resource_type, R.c.resource_id).in_(wanted[start:start + 500]),
+                R.c.deleted == false())
         ).all()
-        included.extend(orjson.loads(r.content) for r in rows)
+        added.extend((r.pk, r.resource_type, r.resource_id, r.content) for r in rows)
     found_keys = [(rtype, rid) for _, rtype, rid in found]
-    for inc in query.revincludes:
-        conds = [tuple_(t.c.target_type, t.c.target_id).in_(found_keys)]
+    for inc in revincludes:
+        rev_conds: list[ColumnElement[bool]] = [
+            tuple_(t.c.target_type, t.c.target_id).in_(found_keys)]
         if inc.source_type != "*":
-            conds.append(t.c.resource_type == inc.source_type)
+            rev_conds.append(t.c.resource_type == inc.source_type)
         if inc.param != "*":
-            conds.append(t.c.param == inc.param)
+            rev_conds.append(t.c.param == inc.param)
         rows = conn.execute(
-            select(R.c.resource_type, R.c.resource_id, R.c.content).where(
-                R.c.pk.in_(select(t.c.resource_pk).where(*conds)), R.c.deleted == false()
-            )
+            select(R.c.pk, R.c.resource_type, R.c.resource_id, R.c.content).where(
+                R.c.pk.in_(select(t.c.resource_pk).where(*rev_conds)), R.c.deleted == false())
         ).all()
         for r in rows:
             if (r.resource_type, r.resource_id) not in seen:
                 seen.add((r.resource_type, r.resource_id))
-                included.append(orjson.loads(r.content))
-    return included
+                added.append((r.pk, r.resource_type, r.resource_id, r.content))
+    return added

@@ -1,0 +1,1 @@
+"""Security: identity and sign-in, OAuth2 bearer tokens with SMART on FHIR scopes."""
