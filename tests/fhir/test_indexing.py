@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tarfile
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from chartkeeper.fhir.indexing import (
     extract,
     normalize_string,
 )
+from tests.fhir.test_validation import package_resources
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 EXAMPLES = DATA / "fhir-r4" / "instance_examples"
@@ -241,18 +241,10 @@ def test_extract_indexes_all_685_official_example_files() -> None:
 
 def test_extract_indexes_every_resource_in_the_examples_package() -> None:
     count = 0
-    with tarfile.open(EXAMPLES_PACKAGE, "r:gz") as package:
-        for member in package:
-            if not member.isfile() or not member.name.endswith(".json"):
-                continue
-            handle = package.extractfile(member)
-            assert handle is not None
-            resource = json.load(handle)
-            if not isinstance(resource, dict) or "resourceType" not in resource:
-                continue  # package.json, .index.json
-            for item in _with_entries(resource):
-                _assert_well_formed(extract(item))
-                count += 1
+    for _name, resource in package_resources():
+        for item in _with_entries(resource):
+            _assert_well_formed(extract(item))
+            count += 1
     assert count > 5300
 
 

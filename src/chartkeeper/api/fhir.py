@@ -22,7 +22,9 @@ from chartkeeper.store.errors import (
     MethodNotAllowed,
     NotFound,
     OutcomeIssue,
+    PayloadTooLarge,
     StoreError,
+    UnsupportedMediaType,
 )
 from chartkeeper.store.export import ExportManager, check_types
 from chartkeeper.store.search import SearchPage, parse_query
@@ -31,16 +33,6 @@ from chartkeeper.store.service import HistoryPage, Txn, WriteResult, everything,
 FHIR_JSON = "application/fhir+json"
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 router = APIRouter(prefix="/fhir")
-
-
-class PayloadTooLarge(StoreError):
-    status = 413
-    issue_code = "too-long"
-
-
-class UnsupportedMediaType(StoreError):
-    status = 415
-    issue_code = "not-supported"
 
 
 def fhir_response(body: Any, status: int = 200, headers: dict[str, str] | None = None

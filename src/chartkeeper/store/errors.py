@@ -68,3 +68,17 @@ class PreconditionFailed(StoreError):
 class MethodNotAllowed(StoreError):
     status = 405
     issue_code = "not-supported"
+
+
+class PayloadTooLarge(StoreError):
+    """The request body is larger than the configured limit."""
+
+    status = 413
+    issue_code = "too-long"
+
+
+class UnsupportedMediaType(StoreError):
+    """The request body is not FHIR JSON."""
+
+    status = 415
+    issue_code = "not-supported"
