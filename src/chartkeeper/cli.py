@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import false, select
 
+from chartkeeper.security.cli import token_app, users_app
 from chartkeeper.settings import Settings
 from chartkeeper.store import Store
 from chartkeeper.store.importer import Importer, find_files
@@ -20,6 +21,8 @@ from chartkeeper.store.importer import Importer, find_files
 app = typer.Typer(help="Chartkeeper health information management.", no_args_is_help=True,
                   add_completion=False)
 console = Console(stderr=True)
+app.add_typer(users_app, name="users", help="Manage user accounts (passwords from stdin).")
+app.add_typer(token_app, name="token", help="Issue OAuth2 bearer tokens (SMART scopes).")
 
 
 def open_store(settings: Settings) -> Store:
