@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.search import run_search_bench  # noqa: E402
 from chartkeeper.store import Store  # noqa: E402
 from chartkeeper.store.bundle import BundleProcessor, prepare_transaction  # noqa: E402
 from chartkeeper.store.errors import InvalidRequest  # noqa: E402
@@ -139,6 +140,9 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true",
                         help="start a throwaway PostgreSQL cluster (Debian binaries) and use it")
     parser.add_argument("--report-every", type=int, default=100_000)
+    parser.add_argument("--then-search", type=int, default=0, metavar="N",
+                        help="afterwards run bench/search.py with N queries per kind "
+                             "(needed with --postgres, whose cluster is removed at the end)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="processes preparing bundles while the main process writes")
     args = parser.parse_args()
@@ -149,6 +153,9 @@ def main() -> None:
 
         with throwaway_postgres() as url:
             run(url, args.resources, args.report_every, args.workers)
+            if args.then_search:
+                analyze(url)
+                run_search_bench(url, args.then_search)
         return
     url = args.database_url
     if url is None:
@@ -158,6 +165,18 @@ def main() -> None:
             old.unlink()
         url = f"sqlite:///{folder / 'ingest.sqlite'}"
     run(url, args.resources, args.report_every, args.workers)
+    if args.then_search:
+        run_search_bench(url, args.then_search)
+
+
+def analyze(url: str) -> None:
+    """Refresh PostgreSQL's planner statistics, as autovacuum would shortly after a load."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE"))
+    engine.dispose()
 
 
 if __name__ == "__main__":

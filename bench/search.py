@@ -81,13 +81,18 @@ def main() -> None:
     args = parser.parse_args()
     print("command:", " ".join([".venv/bin/python", "bench/search.py", *sys.argv[1:]]))
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
-    store = Store(args.database_url)
+    run_search_bench(args.database_url, args.queries)
+
+
+def run_search_bench(database_url: str, queries_per_kind: int) -> None:
+    """Print p50/p95/max latency of each kind of search against the store at the URL."""
+    store = Store(database_url)
     with store.engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(schema.resource)).scalar()
-    print(f"store: {args.database_url.split('://')[0]}, {total:,} resources")
+    print(f"store: {database_url.split('://')[0]}, {total:,} resources")
     app = create_app(Settings(home=REPO / "var" / "bench" / "home",
-                              database_url=args.database_url), store)
-    kinds = queries(store, args.queries)
+                              database_url=database_url), store)
+    kinds = queries(store, queries_per_kind)
     with TestClient(app) as client:
         for kind, params_list in kinds.items():
             for params in params_list[:10]:  # warm the caches and compiled statements
