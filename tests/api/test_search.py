@@ -234,3 +234,29 @@ def test_include_iterate_follows_included_resources(client: TestClient,
         ("_id", clinic["g1"]), ("_include", "Observation:subject"),
         ("_include:iterate", "Patient:organization")]).json()
     assert ids(iterated, "include") == {clinic["peter"], clinic["org"]}
+
+
+def test_every_advertised_search_parameter_is_accepted(client: TestClient) -> None:
+    """What /metadata lists, search answers: no advertised parameter is refused."""
+    capabilities = client.get("/fhir/metadata").json()
+    checked = 0
+    for resource in capabilities["rest"][0]["resource"]:
+        for param in resource["searchParam"]:
+            if param["name"] == "_id":
+                continue
+            response = client.get(f"/fhir/{resource['type']}",
+                                  params={f"{param['name']}:missing": "false",
+                                          "_summary": "count"})
+            assert response.status_code == 200, (resource["type"], param["name"], response.text)
+            checked += 1
+    assert checked > 2400
+
+
+def test_unindexed_parameters_are_refused_not_ignored(client: TestClient) -> None:
+    for rtype, code in (("Patient", "_text"), ("Patient", "_content"),
+                        ("DocumentReference", "relationship")):
+        response = client.get(f"/fhir/{rtype}", params={code: "x"})
+        assert response.status_code == 400, (rtype, code)
+    listed = {p["name"] for r in client.get("/fhir/metadata").json()["rest"][0]["resource"]
+              if r["type"] == "DocumentReference" for p in r["searchParam"]}
+    assert "relationship" not in listed and "_text" not in listed

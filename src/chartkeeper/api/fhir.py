@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from chartkeeper import __version__
 from chartkeeper.fhir.definitions import load as load_definitions
 from chartkeeper.fhir.definitions import summary_elements
+from chartkeeper.fhir.indexing import searchable_codes
 from chartkeeper.store import Store
 from chartkeeper.store.bundle import BundleProcessor, operation_outcome, parse_etag
 from chartkeeper.store.errors import (
@@ -559,10 +560,11 @@ def capability_statement(base: str) -> dict[str, Any]:
         "search-type")]
     resources = []
     for rtype in sorted(defs.resource_types):
+        searchable = searchable_codes(rtype) | {"_id"}
         params = [
             {"name": p.code, "definition": p.url, "type": p.type}
             for p in sorted(defs.params_for(rtype).values(), key=lambda p: p.code)
-            if p.expression is not None and p.type != "special"
+            if p.code in searchable
         ]
         entry: dict[str, Any] = {
             "type": rtype,

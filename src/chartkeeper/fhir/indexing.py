@@ -795,6 +795,11 @@ def compiled_params(resource_type: str) -> tuple[CompiledParam, ...]:
     return _plan(resource_type).params
 
 
+def searchable_codes(resource_type: str) -> frozenset[str]:
+    """The parameter codes of a type that the index can answer (not skipped)."""
+    return frozenset(c.param.code for c in compiled_params(resource_type) if c.route != "skipped")
+
+
 def extract(resource: dict[str, Any]) -> IndexRows:
     """The search-index rows of one resource under the R4 search parameters of its type."""
     resource_type = resource.get("resourceType") if resource.__class__ is dict else None

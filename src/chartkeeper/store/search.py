@@ -114,7 +114,9 @@ def _params_for(resource_type: str | None) -> dict[str, SearchParam]:
 def _lookup(resource_type: str | None, code: str) -> SearchParam:
     params = _params_for(resource_type)
     param = params.get(code)
-    if param is None or (param.expression is None and code != "_id"):
+    searchable = code == "_id" or (
+        param is not None and code in indexing.searchable_codes(param.resource_type))
+    if param is None or not searchable:
         where = resource_type or "a system-level search"
         raise InvalidRequest(f"Unknown or unsupported search parameter '{code}' for {where}")
     return param
