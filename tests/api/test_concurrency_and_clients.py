@@ -65,7 +65,8 @@ def test_fhirclient_package_create_read_search_update(live_server: LiveServer) -
     assert read.name[0].family == "Clientova"
     assert read.birthDate.isostring == "1980-02-03"
 
-    found = ClientPatient.where(struct={"family": "clientova"}).perform_resources(server)
+    found = list(ClientPatient.where(struct={"family": "clientova"}).perform_resources_iter(
+        server))
     assert [p.id for p in found] == [pid]
 
     read.gender = "other"

@@ -33,11 +33,7 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    # psycopg prepares a statement after five runs, and PostgreSQL may then switch to a generic
-    # plan that ignores the searched values (a patient's 60 observations become a hash join
-    # over millions of index rows). Searches are planned for their values every time.
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True,
-                         connect_args={"options": "-c plan_cache_mode=force_custom_plan"})
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -630,6 +630,11 @@ def _base_conditions(query: SearchQuery) -> tuple[list[ColumnElement[bool]], boo
 
 def run_search(conn: Connection, resource_type: str | None, query: SearchQuery,
                default_count: int = 50, max_count: int = 1000) -> SearchPage:
+    if conn.dialect.name == "postgresql":
+        # psycopg prepares a statement after five runs, and PostgreSQL may then switch to a
+        # generic plan that ignores the searched values (a patient's 60 observations became a
+        # hash join over millions of index rows). Plan each search for its values.
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
     conds, driven = _base_conditions(query)
     # With a pk IN (...) driver, look resources up by rowid rather than scanning a type.
     hint = "NOT INDEXED" if driven else ""
