@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from datetime import datetime
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -90,9 +92,6 @@ def _write_headers(result: WriteResult, base: str) -> dict[str, str]:
 
 
 def _http_date(instant: str) -> str:
-    from datetime import datetime
-    from email.utils import format_datetime
-
     return format_datetime(datetime.fromisoformat(instant.replace("Z", "+00:00")), usegmt=True)
 
 
@@ -186,8 +185,6 @@ def searchset(request: Request, resource_type: str | None, page: SearchPage,
 
 
 def _new_bundle_id() -> str:
-    import uuid
-
     return str(uuid.uuid4())
 
 
@@ -621,8 +618,3 @@ def capability_statement(base: str) -> dict[str, Any]:
                 "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}],
         }],
     }
-
-
-async def stream_lines(request: Request) -> AsyncIterator[bytes]:  # pragma: no cover - helper
-    async for chunk in request.stream():
-        yield chunk

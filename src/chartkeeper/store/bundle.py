@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from chartkeeper.fhir.definitions import load as load_definitions
 from chartkeeper.store.errors import InvalidRequest, InvalidResource, OutcomeIssue, StoreError
@@ -328,10 +328,6 @@ def operation_outcome(issues: list[OutcomeIssue]) -> Resource:
             for i in issues
         ],
     }
-
-
-def criteria_params(criteria: str) -> list[tuple[str, str]]:
-    return parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
 
 
 class NeedsDatabase(Exception):

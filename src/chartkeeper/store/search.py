@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,8 +256,6 @@ def _date_condition(value: str) -> tuple[Any, ColumnElement[bool]]:
     elif prefix == "eb":
         cond = t.c.high < low
     else:  # ap: overlap with the value widened by 10% of its distance from now
-        import time
-
         now = int(time.time() * 1_000_000)
         gap = int(abs(now - low) * 0.1)
         cond = and_(t.c.low <= high + gap, t.c.high >= low - gap)

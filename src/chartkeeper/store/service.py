@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from sqlalchemy import Engine, delete, func, insert, select, tuple_, update
@@ -331,8 +332,6 @@ class Txn:
 
     def match(self, resource_type: str, criteria: str) -> list[Resource]:
         """Resources of ``resource_type`` matching a query string (conditional operations)."""
-        from urllib.parse import parse_qsl
-
         params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
         if not params:
             raise InvalidRequest(f"Conditional criteria '{criteria}' has no search parameters")
