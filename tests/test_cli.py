@@ -86,8 +86,15 @@ def test_import_of_a_missing_path_is_a_clear_error(tmp_path: Path) -> None:
     assert "does not exist" in result.stderr
 
 
-def test_init_demo_creates_the_store_once(tmp_path: Path) -> None:
+def test_init_demo_creates_the_store_and_a_one_time_admin_password_once(tmp_path: Path) -> None:
     home = tmp_path / "home"
     first = chartkeeper(home, "init-demo")
     assert first.returncode == 0, first.stderr
     assert (home / "chartkeeper.sqlite").exists()
+    assert "one-time password: " in first.stdout
+    password = first.stdout.split("one-time password: ")[1].split()[0]
+    assert len(password) >= 12
+    assert password.encode() not in (home / "chartkeeper.sqlite").read_bytes()
+    second = chartkeeper(home, "init-demo")
+    assert second.returncode == 0, second.stderr
+    assert "one-time password" not in second.stdout

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import false, select
 
-from chartkeeper.security.cli import token_app, users_app
+from chartkeeper.security.cli import open_directory, token_app, users_app
+from chartkeeper.security.identity import ensure_initial_admin
 from chartkeeper.settings import Settings
 from chartkeeper.store import Store
 from chartkeeper.store.importer import Importer, find_files
@@ -52,6 +53,13 @@ def init_demo() -> None:
     """Create the embedded store if missing and load the demo hospital when it is empty."""
     settings = Settings.from_env()
     store = open_store(settings)
+    with open_directory(settings) as directory:
+        password = ensure_initial_admin(directory)
+    if password is not None:
+        # Printed once, here; only its argon2id hash is stored. There is no default password.
+        typer.echo(f"created user admin (administrator); one-time password: {password}")
+        typer.echo("change it at first sign-in; enroll TOTP with "
+                   "`chartkeeper users enroll-totp admin`")
     if not store.is_empty():
         console.print(f"store {settings.database_url} already holds data; nothing loaded")
         return
