@@ -24,9 +24,6 @@ import csv
 import hashlib
 import hmac
 import ipaddress
-import os
-import secrets
-import stat
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Row
 
+from chartkeeper.security.identity import KeyFileError, load_or_create_key
 from chartkeeper.store.engine import WRITE_OPTION
 
 # ----------------------------------------------------------------------------- schema
@@ -325,9 +323,13 @@ class AuditKey:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            self._create()
-        secret = self._load()
+        try:
+            secret = load_or_create_key(self.path, KEY_BYTES)
+        except KeyFileError as exc:
+            raise AuditKeyError(f"audit {exc}") from exc
+        if len(secret) != KEY_BYTES:
+            raise AuditKeyError(
+                f"audit key {self.path} holds {len(secret)} bytes; expected {KEY_BYTES}")
         # Separate keys for entries and checkpoints, so one kind cannot stand in for the other.
         self._entry_key = hmac.digest(secret, b"chartkeeper audit entry", "sha256")
         self._checkpoint_key = hmac.digest(secret, b"chartkeeper audit checkpoint", "sha256")
@@ -338,39 +340,6 @@ class AuditKey:
 
     def __repr__(self) -> str:
         return f"AuditKey({str(self.path)!r})"
-
-    def _create(self) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, secrets.token_bytes(KEY_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            # link() never replaces: when two processes race, both end up with the winner's key.
-            os.link(temporary, self.path)
-        except FileExistsError:
-            pass
-        finally:
-            temporary.unlink()
-
-    def _load(self) -> bytes:
-        try:
-            info = self.path.stat()
-            if info.st_mode & 0o077:
-                raise AuditKeyError(
-                    f"audit key {self.path} has mode {stat.filemode(info.st_mode)}; "
-                    "expected -rw------- (0600): others must not read it")
-            secret = self.path.read_bytes()
-        except OSError as exc:
-            raise AuditKeyError(f"cannot read audit key {self.path}: {exc}") from exc
-        if len(secret) != KEY_BYTES:
-            raise AuditKeyError(
-                f"audit key {self.path} holds {len(secret)} bytes; expected {KEY_BYTES}")
-        return secret
 
     def entry_hash(self, prev_hash: str, canonical: bytes) -> str:
         return hmac.new(self._entry_key, prev_hash.encode("ascii") + canonical,
