@@ -260,3 +260,17 @@ def test_unindexed_parameters_are_refused_not_ignored(client: TestClient) -> Non
     listed = {p["name"] for r in client.get("/fhir/metadata").json()["rest"][0]["resource"]
               if r["type"] == "DocumentReference" for p in r["searchParam"]}
     assert "relationship" not in listed and "_text" not in listed
+
+
+def test_single_parameter_counts_and_pages_skip_deleted_and_updated(client: TestClient) -> None:
+    created = [client.post("/fhir/Patient", json={"resourceType": "Patient", "gender": "male"})
+               .json()["id"] for _ in range(5)]
+    client.delete(f"/fhir/Patient/{created[0]}")
+    client.put(f"/fhir/Patient/{created[1]}", json={"resourceType": "Patient",
+                                                    "id": created[1], "gender": "female"})
+    page1 = search(client, "Patient", gender="male", _count=2)
+    assert page1["total"] == 3
+    page2 = search(client, "Patient", gender="male", _count=2, _offset=2)
+    found = [e["resource"]["id"] for e in page1["entry"] + page2["entry"]]
+    assert found == created[2:]
+    assert page2["total"] == 3 and not any(lk["relation"] == "next" for lk in page2["link"])

@@ -627,6 +627,16 @@ def _base_conditions(query: SearchQuery) -> tuple[list[ColumnElement[bool]], boo
     return conds, driver_used
 
 
+def _only_membership(query: SearchQuery) -> Membership | None:
+    """The one positive index membership of a typed search that has nothing else, if so."""
+    if query.resource_type is None or query.types or len(query.conditions) != 1:
+        return None
+    (condition,) = query.conditions
+    if isinstance(condition, Membership) and not condition.negate:
+        return condition
+    return None
+
+
 def run_search(conn: Connection, resource_type: str | None, query: SearchQuery,
                default_count: int = 50, max_count: int = 1000) -> SearchPage:
     if conn.dialect.name == "postgresql":
@@ -638,10 +648,16 @@ def run_search(conn: Connection, resource_type: str | None, query: SearchQuery,
     # With a pk IN (...) driver, look resources up by rowid rather than scanning a type.
     hint = "NOT INDEXED" if driven else ""
     count = min(query.count if query.count is not None else default_count, max_count)
+    only = _only_membership(query)
     total: int | None = None
     if query.total != "none" or query.summary == "count" or count == 0:
-        total = int(conn.execute(select(func.count()).select_from(R).where(*conds)
-                                 .with_hint(R, hint, "sqlite")).scalar() or 0)
+        if only is not None:
+            # Index rows exist only for current, undeleted resources: count them alone.
+            counted = select(func.count()).select_from(only.subquery.distinct().subquery())
+        else:
+            counted = select(func.count()).select_from(R).where(*conds).with_hint(
+                R, hint, "sqlite")
+        total = int(conn.execute(counted).scalar() or 0)
     if query.summary == "count" or count == 0:
         return SearchPage(total, [], [], query.offset, count)
     order = []
@@ -649,10 +665,16 @@ def run_search(conn: Connection, resource_type: str | None, query: SearchQuery,
         expr = _sort_expression(resource_type, param, desc)
         order.append(expr.desc().nulls_last() if desc else expr.asc().nulls_last())
     order.append(R.c.pk)
+    offset = query.offset
+    if only is not None and not query.sort:
+        # One parameter in the default order: page through the index, then fetch that page.
+        conds = [R.c.pk.in_(only.subquery.distinct().order_by(only.table.c.resource_pk)
+                            .limit(count).offset(query.offset))]
+        offset = 0
     rows = conn.execute(
         select(R.c.pk, R.c.resource_type, R.c.resource_id, R.c.content)
         .where(*conds).with_hint(R, hint, "sqlite")
-        .order_by(*order).limit(count).offset(query.offset)
+        .order_by(*order).limit(count).offset(offset)
     ).all()
     matches = [orjson.loads(r.content) for r in rows]
     included = _includes(conn, query, [(r.pk, r.resource_type, r.resource_id) for r in rows])
