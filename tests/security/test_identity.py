@@ -6,7 +6,6 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,14 +63,6 @@ class CountingHasher(PasswordHasher):
     def verify(self, hash: str | bytes, password: str | bytes) -> Any:
         self.verifications += 1
         return super().verify(hash, password)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_identity_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import secrets
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from sqlalchemy import Engine, select
 from chartkeeper.security.identity import (
     InvalidRole,
     Role,
-    create_identity_schema,
     service_client,
 )
 from chartkeeper.security.tokens import (
@@ -46,7 +44,6 @@ from chartkeeper.security.tokens import (
     signing_key_path,
 )
 from chartkeeper.settings import Settings
-from chartkeeper.store.engine import make_engine
 
 FHIR_BASE = "https://chartkeeper.example/fhir"
 KEY = secrets.token_bytes(32)
@@ -311,14 +308,6 @@ def test_issuer_key_file_is_created_private_and_reused(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- clients
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_identity_schema(engine)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture
 def registry(engine: Engine, issuer: TokenIssuer) -> ServiceClientRegistry:
     return ServiceClientRegistry(engine, issuer,
