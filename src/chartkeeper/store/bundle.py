@@ -135,6 +135,45 @@ def _entry_error(where: str, exc: StoreError) -> StoreError:
     return wrapped
 
 
+def _check_unique_full_urls(requests: list[EntryRequest]) -> None:
+    full_urls = [r.full_url for r in requests if r.full_url]
+    if len(full_urls) != len(set(full_urls)):
+        raise InvalidRequest("Two entries of the transaction share a fullUrl")
+
+
+def _entry_type(req: EntryRequest) -> str:
+    """The resourceType of a POST entry's resource, refused when it is not an R4 type."""
+    assert req.resource is not None
+    rtype = req.resource.get("resourceType")
+    if not isinstance(rtype, str) or rtype not in load_definitions().resource_types:
+        raise InvalidResource(
+            f"Bundle.entry[{req.index}].resource has unknown resourceType '{rtype}'",
+            [OutcomeIssue("structure", f"Unknown resourceType '{rtype}'",
+                          f"Bundle.entry[{req.index}].resource.resourceType")])
+    return rtype
+
+
+def _give_new_id(req: EntryRequest, rtype: str, id_map: dict[str, str]) -> None:
+    """Assign a POST entry its server id and map its fullUrl to ``Type/id``."""
+    assert req.resource is not None
+    req.resource = dict(req.resource, id=new_id())
+    if req.full_url:
+        id_map[req.full_url] = f"{rtype}/{req.resource['id']}"
+
+
+def _validated_create(req: EntryRequest) -> Resource:
+    """A POST entry's resource, validated; errors name the entry."""
+    assert req.resource is not None
+    try:
+        if req.url.split("?")[0].strip("/") != req.resource.get("resourceType"):
+            raise InvalidRequest(
+                f"url '{req.url}' does not match resourceType "
+                f"'{req.resource.get('resourceType')}'")
+        return validate(req.resource, None)
+    except StoreError as exc:
+        raise _entry_error(f"Bundle.entry[{req.index}]", exc) from exc
+
+
 class BundleProcessor:
     """Runs batch and transaction Bundles against the store."""
 
@@ -153,9 +192,7 @@ class BundleProcessor:
 
     # --------------------------------------------------------------- transaction
     def _transaction(self, requests: list[EntryRequest]) -> Resource:
-        full_urls = [r.full_url for r in requests if r.full_url]
-        if len(full_urls) != len(set(full_urls)):
-            raise InvalidRequest("Two entries of the transaction share a fullUrl")
+        _check_unique_full_urls(requests)
         responses: dict[int, dict[str, Any]] = {}
         with self.store.write() as txn:
             id_map = self._assign_ids(txn, requests)
@@ -193,17 +230,7 @@ class BundleProcessor:
     def _create_all(self, txn: Txn, creates: list[EntryRequest],
                     responses: dict[int, dict[str, Any]]) -> None:
         """Validate every POST entry (naming the one at fault), then insert them in bulk."""
-        resources = []
-        for req in creates:
-            assert req.resource is not None
-            try:
-                if req.url.split("?")[0].strip("/") != req.resource.get("resourceType"):
-                    raise InvalidRequest(
-                        f"url '{req.url}' does not match resourceType "
-                        f"'{req.resource.get('resourceType')}'")
-                resources.append(validate(req.resource, None))
-            except StoreError as exc:
-                raise _entry_error(f"Bundle.entry[{req.index}]", exc) from exc
+        resources = [_validated_create(req) for req in creates]
         for req, result in zip(creates, txn.create_many(resources), strict=True):
             responses[req.index] = _response(result, "201 Created")
 
@@ -213,13 +240,7 @@ class BundleProcessor:
         for req in requests:
             if req.method != "POST" or req.resource is None:
                 continue
-            rtype = req.resource.get("resourceType")
-            if not isinstance(rtype, str) or rtype not in load_definitions().resource_types:
-                raise InvalidResource(
-                    f"Bundle.entry[{req.index}].resource has unknown resourceType '{rtype}'",
-                    [OutcomeIssue("structure", f"Unknown resourceType '{rtype}'",
-                                  f"Bundle.entry[{req.index}].resource.resourceType")],
-                )
+            rtype = _entry_type(req)
             if req.if_none_exist:
                 matches = txn.match(rtype, req.if_none_exist)
                 if len(matches) > 1:
@@ -235,10 +256,7 @@ class BundleProcessor:
                     if req.full_url:
                         id_map[req.full_url] = f"{rtype}/{assigned}"
                     continue
-            assigned = new_id()
-            req.resource = dict(req.resource, id=assigned)
-            if req.full_url:
-                id_map[req.full_url] = f"{rtype}/{assigned}"
+            _give_new_id(req, rtype, id_map)
         return id_map
 
     def _resolve_conditional_reference(self, txn: Txn, ref: str, cache: dict[str, str]) -> str:
@@ -347,21 +365,10 @@ def prepare_transaction(bundle: Any) -> list[PreparedResource] | None:
     kind, requests = _entry_requests(bundle)
     if kind != "transaction" or any(r.method != "POST" or r.if_none_exist for r in requests):
         return None
-    full_urls = [r.full_url for r in requests if r.full_url]
-    if len(full_urls) != len(set(full_urls)):
-        raise InvalidRequest("Two entries of the transaction share a fullUrl")
+    _check_unique_full_urls(requests)
     id_map: dict[str, str] = {}
     for req in requests:
-        assert req.resource is not None
-        rtype = req.resource.get("resourceType")
-        if not isinstance(rtype, str) or rtype not in load_definitions().resource_types:
-            raise InvalidResource(
-                f"Bundle.entry[{req.index}].resource has unknown resourceType '{rtype}'",
-                [OutcomeIssue("structure", f"Unknown resourceType '{rtype}'",
-                              f"Bundle.entry[{req.index}].resource.resourceType")])
-        req.resource = dict(req.resource, id=new_id())
-        if req.full_url:
-            id_map[req.full_url] = f"{rtype}/{req.resource['id']}"
+        _give_new_id(req, _entry_type(req), id_map)
 
     def rewrite(ref: str) -> str:
         if ref in id_map:
@@ -376,15 +383,4 @@ def prepare_transaction(bundle: Any) -> list[PreparedResource] | None:
     except NeedsDatabase:
         return None
     last_updated = now_instant()
-    prepared = []
-    for req in requests:
-        assert req.resource is not None
-        try:
-            if req.url.split("?")[0].strip("/") != req.resource["resourceType"]:
-                raise InvalidRequest(
-                    f"url '{req.url}' does not match resourceType "
-                    f"'{req.resource['resourceType']}'")
-            prepared.append(prepare_new(validate(req.resource, None), last_updated))
-        except StoreError as exc:
-            raise _entry_error(f"Bundle.entry[{req.index}]", exc) from exc
-    return prepared
+    return [prepare_new(_validated_create(req), last_updated) for req in requests]
