@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import false, select
 
+from chartkeeper.security.audit_cli import audit_app
 from chartkeeper.security.cli import open_directory, token_app, users_app
 from chartkeeper.security.identity import ensure_initial_admin
 from chartkeeper.settings import Settings
@@ -24,6 +25,7 @@ app = typer.Typer(help="Chartkeeper health information management.", no_args_is_
 console = Console(stderr=True)
 app.add_typer(users_app, name="users", help="Manage user accounts (passwords from stdin).")
 app.add_typer(token_app, name="token", help="Issue OAuth2 bearer tokens (SMART scopes).")
+app.add_typer(audit_app, name="audit", help="Verify, anchor and report on the audit trail.")
 
 
 def open_store(settings: Settings) -> Store:

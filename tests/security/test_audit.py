@@ -140,6 +140,37 @@ def test_appended_entries_form_a_chain_that_verifies(trail: AuditTrail, engine: 
     assert entries[0].recorded.endswith("Z")
 
 
+def test_append_many_writes_one_chained_run_and_returns_the_seqs(
+        trail: AuditTrail, engine: Engine) -> None:
+    assert trail.append(None, record(0)) == 1
+    assert trail.append_many(None, [record(n) for n in range(1, 6)]) == [2, 3, 4, 5, 6]
+    assert trail.append_many(None, []) == []
+
+    entries = trail.entries()
+    assert [e.resource_id for e in entries] == [f"obs-{n}" for n in range(6)]
+    assert all(later.prev_hash == earlier.entry_hash
+               for earlier, later in zip(entries, entries[1:], strict=False))
+    result = trail.verify()
+    assert result.ok and result.entries_checked == 6
+
+
+def test_append_many_lands_whole_or_not_at_all(trail: AuditTrail, engine: Engine) -> None:
+    trail.append(None, record(0))
+    with pytest.raises(InvalidAuditRecord, match="not JSON-serializable"):
+        trail.append_many(None, [record(1), record(2, details={"blob": object()}), record(3)])
+    assert entry_count(engine) == 1
+
+    class Refused(Exception):
+        pass
+
+    with pytest.raises(Refused):
+        with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+            assert trail.append_many(conn, [record(1), record(2)]) == [2, 3]
+            raise Refused
+    assert entry_count(engine) == 1
+    assert trail.verify().ok
+
+
 @pytest.mark.parametrize("table", ["audit_entry", "audit_checkpoint"])
 def test_triggers_refuse_update_and_delete(trail: AuditTrail, engine: Engine,
                                            table: str) -> None:

@@ -7,6 +7,12 @@ checkpoints of the head make truncation of the tail detectable too. Database tri
 UPDATE and DELETE on both tables, so tampering needs someone who can drop triggers; ``verify``
 finds what they did.
 
+Writing: ``AuditTrail.append`` joins a caller's write transaction (the entry commits with the
+change it records); ``append_many`` appends several in one; ``AuditWriter`` group-commits the
+one entry per API request that reads need, so concurrent requests share a transaction and an
+fsync. Any number of writers and processes may append to one database: a lock (SQLite's write
+lock, a PostgreSQL advisory lock) and the head read under it keep a single chain.
+
 This serves HIPAA 164.312(b) (audit controls), ONC 170.315(d)(2) auditable events and
 tamper-resistance, (d)(3) audit reports and (d)(10) auditing actions on health information,
 and ASTM E2147. Entries export as FHIR R4 ``AuditEvent`` following IHE Basic Audit Log
@@ -19,12 +25,18 @@ pass ids, parameter names and before/after version ids, not clinical content.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import base64
 import csv
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Callable, Iterator, Mapping
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +60,8 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from chartkeeper.security.identity import KeyFileError, load_or_create_key
 from chartkeeper.store.engine import WRITE_OPTION
@@ -178,6 +192,10 @@ class AuditKeyError(AuditError):
 
 class AuditTransactionError(AuditError):
     """``append`` was given a connection that is not in a suitable write transaction."""
+
+
+class AuditWriterClosed(AuditError):
+    """An ``AuditWriter`` was given a record after it was closed (or its thread stopped)."""
 
 
 # ----------------------------------------------------------------------------- records
@@ -314,6 +332,11 @@ class VerifyResult:
 # ----------------------------------------------------------------------------- key
 
 
+def audit_key_path(home: Path) -> Path:
+    """Where the audit key lives: in ``$CHARTKEEPER_HOME``, outside the database."""
+    return home / "audit.key"
+
+
 class AuditKey:
     """The HMAC key, kept in a file outside the database (e.g. ``$CHARTKEEPER_HOME/audit.key``).
 
@@ -336,7 +359,7 @@ class AuditKey:
 
     @classmethod
     def in_home(cls, home: Path) -> AuditKey:
-        return cls(home / "audit.key")
+        return cls(audit_key_path(home))
 
     def __repr__(self) -> str:
         return f"AuditKey({str(self.path)!r})"
@@ -410,9 +433,25 @@ class AuditTrail:
         transaction of its own. Cost: one SELECT of the head and one INSERT (plus the advisory
         lock on PostgreSQL).
         """
+        return self.append_many(conn, [entry])[0]
+
+    def append_many(self, conn: Connection | None, records: Sequence[AuditRecord]) -> list[int]:
+        """Append several entries in one transaction and return their seqs, in order.
+
+        The same rules as ``append``, for the price of one: one lock, one read of the head and
+        one multi-row INSERT, however many entries. Either all of them land or none does; a
+        record whose details are not JSON is refused before anything is locked or written.
+        """
+        if conn is not None:
+            self._check_write_transaction(conn)
+        if not records:
+            return []
         if conn is None:
             with _write_connection(self.engine) as own:
-                return self._append_locked(own, entry)
+                return self._append_locked(own, records)
+        return self._append_locked(conn, records)
+
+    def _check_write_transaction(self, conn: Connection) -> None:
         if not conn.in_transaction():
             raise AuditTransactionError(
                 "append(conn, ...) needs a connection inside an open transaction; "
@@ -421,7 +460,6 @@ class AuditTrail:
             raise AuditTransactionError(
                 "on SQLite, append(conn, ...) needs a write transaction (Store.write()) that "
                 "took the lock with BEGIN IMMEDIATE; a read transaction could fork the chain")
-        return self._append_locked(conn, entry)
 
     def _lock(self, conn: Connection) -> None:
         # SQLite: the BEGIN IMMEDIATE of the write transaction already holds the only write
@@ -436,27 +474,32 @@ class AuditTrail:
         ).first()
         return (0, GENESIS_HASH) if row is None else (int(row.seq), str(row.entry_hash))
 
-    def _append_locked(self, conn: Connection, entry: AuditRecord) -> int:
-        details = entry.details_json()
+    def _append_locked(self, conn: Connection, records: Sequence[AuditRecord]) -> list[int]:
+        details = [record.details_json() for record in records]
         self._lock(conn)
         head_seq, head_hash = self._head(conn)
-        values: dict[str, Any] = {
-            "seq": head_seq + 1,
-            "recorded": _instant(self._clock()),
-            "user_id": entry.user_id,
-            "role": entry.role,
-            "patient_id": entry.patient_id,
-            "action": entry.action.value,
-            "resource_type": entry.resource_type,
-            "resource_id": entry.resource_id,
-            "outcome": entry.outcome.value,
-            "source_address": entry.source_address,
-            "details": details,
-        }
-        values["prev_hash"] = head_hash
-        values["entry_hash"] = self.key.entry_hash(head_hash, canonical_entry(values))
-        conn.execute(insert(audit_entry).values(**values))
-        return head_seq + 1
+        rows: list[dict[str, Any]] = []
+        for seq, record, details_json in zip(
+                range(head_seq + 1, head_seq + 1 + len(records)), records, details, strict=True):
+            values: dict[str, Any] = {
+                "seq": seq,
+                "recorded": _instant(self._clock()),
+                "user_id": record.user_id,
+                "role": record.role,
+                "patient_id": record.patient_id,
+                "action": record.action.value,
+                "resource_type": record.resource_type,
+                "resource_id": record.resource_id,
+                "outcome": record.outcome.value,
+                "source_address": record.source_address,
+                "details": details_json,
+            }
+            values["prev_hash"] = head_hash
+            values["entry_hash"] = head_hash = self.key.entry_hash(
+                head_hash, canonical_entry(values))
+            rows.append(values)
+        conn.execute(insert(audit_entry), rows)
+        return [row["seq"] for row in rows]
 
     def checkpoint(self) -> Checkpoint:
         """Sign the current head and store the checkpoint (the existing one if already signed)."""
@@ -614,6 +657,24 @@ class AuditTrail:
             ).all()
         return [AuditEntry.from_row(row) for row in rows]
 
+    def iter_entries(self, *, patient_id: str | None = None, user_id: str | None = None,
+                     action: str | None = None, since: datetime | str | None = None,
+                     until: datetime | str | None = None, batch_size: int = 5000
+                     ) -> Iterator[AuditEntry]:
+        """Every matching entry in seq order, from one snapshot, read in batches.
+
+        Filters are checked at the call (``InvalidAuditRecord``); the rows are read as the
+        iterator is consumed, in a read transaction that stays open until it is exhausted.
+        """
+        conditions = self._conditions(patient_id, user_id, action, since, until)
+
+        def stream() -> Iterator[AuditEntry]:
+            with self._snapshot() as conn:
+                for row in self._stream(conn, audit_entry, conditions, batch_size):
+                    yield AuditEntry.from_row(row)
+
+        return stream()
+
     def export_csv(self, stream: TextIO, *, patient_id: str | None = None,
                    user_id: str | None = None, action: str | None = None,
                    since: datetime | str | None = None, until: datetime | str | None = None,
@@ -633,6 +694,211 @@ class AuditTrail:
     def to_audit_event(self, entry: AuditEntry) -> dict[str, Any]:
         """The entry as a FHIR R4 AuditEvent following IHE BALP."""
         return audit_event(entry, observer=self.observer, server_url=self.server_url)
+
+
+# ----------------------------------------------------------------------------- group commit
+
+_log = logging.getLogger(__name__)
+
+# The database as a whole is unusable (down, unreachable, locked past the busy timeout, no
+# pooled connection free), rather than one record being bad: retrying the rest of a failed
+# batch one by one would only wait that much longer for the same answer.
+_DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
+
+
+@dataclass(frozen=True)
+class _Submission:
+    record: AuditRecord
+    future: Future[int]
+
+
+class AuditWriter:
+    """Group commit for the audit trail: one thread appends what callers submit, in batches.
+
+    Each API request can then record its own entry and wait until it is durable, and the
+    requests that arrive while a transaction commits share the next one: one lock, one INSERT
+    and one fsync for up to ``max_batch`` entries instead of one each. The thread takes the
+    first queued record, drains whatever else is queued, and writes the batch with
+    ``AuditTrail.append_many``. If the batch fails, each of its records is retried alone
+    once, so one bad record fails only its own caller; when a retry finds the database
+    unavailable, the rest of the batch fails with that error without more attempts.
+
+    Any number of writers (uvicorn workers, app instances in one process, the CLI) may append
+    to the same database: the trail's lock and head read keep one chain. Create the writer
+    after the server forks its workers (in the app's lifespan), never before: a thread does
+    not survive ``fork``.
+
+    Every ``checkpoint_every`` entries it has appended, the writer signs a checkpoint of the
+    head (``None``: never). A failed checkpoint is logged and tried again after the next batch;
+    the entries it would have covered are already committed.
+    """
+
+    def __init__(self, trail: AuditTrail, *, max_batch: int = 512,
+                 checkpoint_every: int | None = 10_000,
+                 thread_name: str = "chartkeeper-audit-writer") -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be at least 1 or None, got {checkpoint_every}")
+        self.trail = trail
+        self.max_batch = max_batch
+        self.checkpoint_every = checkpoint_every
+        # Written by the writer thread only. A batch retried entry by entry counts one
+        # transaction per entry that landed.
+        self.batches_written = 0
+        self.entries_written = 0
+        self.checkpoints_written = 0
+        self._since_checkpoint = 0
+        self._queue: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
+        self._state = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        self._thread.start()
+        # Flush at interpreter exit too: daemon threads are stopped without finishing.
+        atexit.register(self.close)
+
+    def __enter__(self) -> AuditWriter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def submit(self, record: AuditRecord) -> Future[int]:
+        """Queue ``record``; the future gives its seq once committed, or the write's error.
+
+        A record whose details are not JSON is refused here (``InvalidAuditRecord``), and so is
+        any record once the writer is closed (``AuditWriterClosed``). The future is running
+        from the start, so it cannot be cancelled: an access that happened is audited even if
+        the request that made it is abandoned. Callers that must fail closed wait on it.
+        """
+        record.details_json()
+        future: Future[int] = Future()
+        future.set_running_or_notify_cancel()
+        with self._state:
+            if self._closed:
+                raise AuditWriterClosed(
+                    f"the audit writer is closed; {record.action.value} by "
+                    f"{record.user_id!r} was not recorded")
+            self._queue.put(_Submission(record, future))
+        return future
+
+    def write(self, record: AuditRecord, timeout: float | None = None) -> int:
+        """Submit ``record`` and wait until it is committed; return its seq."""
+        return self.submit(record).result(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write everything already submitted, then stop the thread. Idempotent.
+
+        Raises ``TimeoutError`` if the queued entries are not all written within ``timeout``
+        seconds; the thread keeps writing them.
+        """
+        with self._state:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
+        atexit.unregister(self.close)
+        if threading.current_thread() is self._thread:
+            return  # called from a future's callback: the thread stops after this batch
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(
+                f"the audit writer did not finish its queued entries within {timeout} s; "
+                "it goes on writing them")
+
+    # ------------------------------------------------------------------ writer thread
+    def _run(self) -> None:
+        batch: list[_Submission] = []
+        try:
+            stopping = False
+            while not stopping:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < self.max_batch:
+                    try:
+                        following = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if following is None:
+                        stopping = True
+                        break
+                    batch.append(following)
+                self._write(batch)
+                batch = []
+                self._checkpoint_if_due()
+        finally:
+            # Reached with work left only if this thread failed unexpectedly: refuse new
+            # records and answer the waiting ones rather than leave them blocked for ever.
+            with self._state:
+                self._closed = True
+            stopped = AuditWriterClosed("the audit writer thread stopped; entry not recorded")
+            for submission in batch:
+                if not submission.future.done():
+                    submission.future.set_exception(stopped)
+            while True:
+                try:
+                    left = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if left is not None:
+                    left.future.set_exception(stopped)
+
+    def _write(self, batch: list[_Submission]) -> None:
+        try:
+            seqs = self.trail.append_many(None, [s.record for s in batch])
+        except Exception as exc:
+            _log.warning("audit batch of %d entries failed (%s: %s); retrying each alone",
+                         len(batch), type(exc).__name__, exc)
+            self._write_each_alone(batch)
+            return
+        self.batches_written += 1
+        self.entries_written += len(seqs)
+        self._since_checkpoint += len(seqs)
+        for submission, seq in zip(batch, seqs, strict=True):
+            submission.future.set_result(seq)
+
+    def _write_each_alone(self, batch: list[_Submission]) -> None:
+        unavailable: Exception | None = None
+        for submission in batch:
+            if unavailable is not None:
+                submission.future.set_exception(unavailable)
+                continue
+            try:
+                [seq] = self.trail.append_many(None, [submission.record])
+            except Exception as exc:
+                if isinstance(exc, _DATABASE_UNAVAILABLE):
+                    unavailable = exc
+                submission.future.set_exception(exc)
+                continue
+            self.batches_written += 1
+            self.entries_written += 1
+            self._since_checkpoint += 1
+            submission.future.set_result(seq)
+
+    def _checkpoint_if_due(self) -> None:
+        if self.checkpoint_every is None or self._since_checkpoint < self.checkpoint_every:
+            return
+        try:
+            self.trail.checkpoint()
+        except Exception:
+            _log.exception("audit checkpoint after %d entries failed; trying again after the "
+                           "next batch", self._since_checkpoint)
+            return
+        self.checkpoints_written += 1
+        self._since_checkpoint = 0
+
+
+async def awrite(writer: AuditWriter, record: AuditRecord) -> int:
+    """Submit ``record`` to ``writer`` and await its seq without blocking the event loop.
+
+    Cancelling the awaiting task does not withdraw the entry: it is written all the same.
+    """
+    return await asyncio.wrap_future(writer.submit(record))
 
 
 # ----------------------------------------------------------------------------- AuditEvent
