@@ -21,6 +21,9 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     default_page_size: int = 50
     max_page_size: int = 1000
+    session_idle_minutes: int = 15  # automatic log-off (HIPAA 164.312(a)(2)(iii))
+    break_glass_max_minutes: int = 240
+    audit_checkpoint_every: int = 10_000  # sign a checkpoint of the audit chain this often
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -37,4 +40,10 @@ class Settings:
                 os.environ.get("CHARTKEEPER_DEFAULT_PAGE_SIZE", cls.default_page_size)
             ),
             max_page_size=int(os.environ.get("CHARTKEEPER_MAX_PAGE_SIZE", cls.max_page_size)),
+            session_idle_minutes=int(os.environ.get("CHARTKEEPER_SESSION_IDLE_MINUTES",
+                                                    cls.session_idle_minutes)),
+            break_glass_max_minutes=int(os.environ.get("CHARTKEEPER_BREAK_GLASS_MAX_MINUTES",
+                                                       cls.break_glass_max_minutes)),
+            audit_checkpoint_every=int(os.environ.get("CHARTKEEPER_AUDIT_CHECKPOINT_EVERY",
+                                                      cls.audit_checkpoint_every)),
         )

@@ -15,7 +15,7 @@ from tests.api.conftest import LiveServer, fhir_client
 
 def test_ten_simultaneous_puts_with_same_if_match_exactly_one_wins(
         live_server: LiveServer) -> None:
-    with fhir_client(live_server.url) as http:
+    with fhir_client(live_server.url, live_server.token) as http:
         created = http.post("/fhir/Patient", json={"resourceType": "Patient", "gender": "male"})
         assert created.status_code == 201
         pid = created.json()["id"]
@@ -25,7 +25,7 @@ def test_ten_simultaneous_puts_with_same_if_match_exactly_one_wins(
     lock = threading.Lock()
 
     def put(n: int) -> None:
-        with fhir_client(live_server.url) as http:
+        with fhir_client(live_server.url, live_server.token) as http:
             body = {"resourceType": "Patient", "id": pid, "gender": "female",
                     "name": [{"text": f"writer {n}"}]}
             barrier.wait()
@@ -40,7 +40,7 @@ def test_ten_simultaneous_puts_with_same_if_match_exactly_one_wins(
     for thread in threads:
         thread.join(timeout=60)
     assert Counter(statuses) == Counter({200: 1, 412: 9})
-    with fhir_client(live_server.url) as http:
+    with fhir_client(live_server.url, live_server.token) as http:
         current = http.get(f"/fhir/Patient/{pid}").json()
         assert current["meta"]["versionId"] == "2"
         history = http.get(f"/fhir/Patient/{pid}/_history").json()
@@ -51,6 +51,7 @@ def test_fhirclient_package_create_read_search_update(live_server: LiveServer) -
     smart = fhirclient_client.FHIRClient(settings={
         "app_id": "chartkeeper-test", "api_base": f"{live_server.url}/fhir"})
     server = smart.server
+    server.session.headers["Authorization"] = f"Bearer {live_server.token}"
 
     patient = ClientPatient({"gender": "female", "birthDate": "1980-02-03"})
     name = HumanName()

@@ -13,12 +13,14 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
+from chartkeeper.settings import Settings
 from chartkeeper.store import Store
-from tests.api.conftest import free_port
+from tests.api.conftest import auth_header, free_port, issue_token, make_security
 
 
 def start_server(database_url: str, home: Path, port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, CHARTKEEPER_DATABASE_URL=database_url, CHARTKEEPER_HOME=str(home))
+    env = dict(os.environ, CHARTKEEPER_DATABASE_URL=database_url, CHARTKEEPER_HOME=str(home),
+               CHARTKEEPER_BASE_URL=f"http://127.0.0.1:{port}/fhir")
     process = subprocess.Popen(
         [sys.executable, "-m", "chartkeeper.cli", "serve", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -34,8 +36,14 @@ def start_server(database_url: str, home: Path, port: int) -> subprocess.Popen[b
 
 
 def test_kill_9_keeps_every_acknowledged_write(database_url: str, tmp_path: Path) -> None:
-    Store(database_url).create_schema()
+    store = Store(database_url)
+    store.create_schema()
     port = free_port()
+    security = make_security(Settings(home=tmp_path / "home", database_url=database_url,
+                                      base_url=f"http://127.0.0.1:{port}/fhir"), store)
+    token = issue_token(security)
+    security.close()
+    store.dispose()
     process = start_server(database_url, tmp_path / "home", port)
     acknowledged: list[str] = []
     lock = threading.Lock()
@@ -43,7 +51,8 @@ def test_kill_9_keeps_every_acknowledged_write(database_url: str, tmp_path: Path
 
     def writer(n: int) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10,
-                          headers={"Content-Type": "application/fhir+json"}) as http:
+                          headers={"Content-Type": "application/fhir+json",
+                                   **auth_header(token)}) as http:
             i = 0
             while not stop.is_set():
                 i += 1

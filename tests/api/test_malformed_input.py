@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from chartkeeper.api.app import create_app
 from chartkeeper.store import Store
-from tests.api.conftest import make_settings
+from tests.api.conftest import make_client, make_settings
 
 
 @pytest.fixture
@@ -70,8 +69,8 @@ def test_wrong_content_type_is_415(client: TestClient, store: Store,
 
 
 def test_oversized_payload_is_413(store: Store, tmp_path: Path) -> None:
-    app = create_app(make_settings(tmp_path, store.url, max_body_bytes=10_000), store)
-    with TestClient(app) as client:
+    with make_client(make_settings(tmp_path, store.url, max_body_bytes=10_000),
+                     store) as client:
         before = store.row_counts()
         big = {"resourceType": "Patient", "name": [{"text": "x" * 20_000}]}
         response = client.post("/fhir/Patient", json=big,

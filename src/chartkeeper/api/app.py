@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chartkeeper import __version__
-from chartkeeper.api import fhir
+from chartkeeper.api import fhir, security_routes
+from chartkeeper.api.auth import PUBLIC, RequestAccess, rule_of
+from chartkeeper.security.identity import SecurityError
+from chartkeeper.security.services import SecurityServices
+from chartkeeper.security.tokens import TokenError
 from chartkeeper.settings import Settings
 from chartkeeper.store import Store
 from chartkeeper.store.bundle import operation_outcome
@@ -25,27 +33,77 @@ access_log = logging.getLogger("chartkeeper.access")
 HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-long", 415: "not-supported"}
 
 
-def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+class UnguardedRouteError(RuntimeError):
+    """A route without an AccessRule: the app refuses to start (deny by default)."""
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None,
+               security: SecurityServices | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     if store is None:
         settings.home.mkdir(parents=True, exist_ok=True)
         store = Store(settings.database_url)
         store.create_schema()
-    app = FastAPI(title="Chartkeeper", version=__version__,
+    if security is None:
+        security = SecurityServices.build(settings, store.engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        security.close()  # flush the audit writer
+
+    app = FastAPI(title="Chartkeeper", version=__version__, lifespan=lifespan,
                   description="Health information management over a FHIR R4 record store")
     app.state.settings = settings
     app.state.store = store
+    app.state.security = security
     app.state.exports = ExportManager(store, settings.home / "exports")
     app.include_router(fhir.router)
+    app.include_router(security_routes.router)
 
     @app.middleware("http")
-    async def _access_log(request: Request, call_next: Any) -> Response:
+    async def _audit_and_log(request: Request, call_next: Any) -> Response:
         started = time.perf_counter()
-        response: Response = await call_next(request)
+        try:
+            response: Response = await call_next(request)
+        except Exception:
+            await _audit(request, 500)
+            raise
+        if not await _audit(request, response.status_code):
+            response = fhir.fhir_response(operation_outcome([OutcomeIssue(
+                "transient", "The access could not be audited, so it was not given; retry")]),
+                503)
         # Method, path and status only: query strings and bodies hold PHI and are never logged.
         access_log.info("%s %s %d %.1f ms", request.method, request.url.path,
                         response.status_code, (time.perf_counter() - started) * 1000)
         return response
+
+    async def _audit(request: Request, status: int) -> bool:
+        """Append the request's one audit entry and wait until it is durable."""
+        access: RequestAccess | None = getattr(request.state, "access", None)
+        if access is None:
+            return True
+        client = request.client.host if request.client else None
+        try:
+            record = access.audit_record(status, client)
+            if record is not None:
+                await asyncio.wrap_future(security.audit_writer.submit(record))
+        except Exception as exc:  # fail closed: no audit entry, no response body
+            log.error("audit append failed: %s", type(exc).__name__)
+            return False
+        return True
+
+    @app.exception_handler(SecurityError)
+    async def _security_error(_request: Request, exc: SecurityError) -> Response:
+        status = int(getattr(exc, "status", 400))
+        code = {401: "login", 403: "forbidden"}.get(status, "invalid" if status == 400
+                                                    else "processing")
+        headers = {}
+        if status == 401:
+            error = ', error="invalid_token"' if isinstance(exc, TokenError) else ""
+            headers["WWW-Authenticate"] = f'Bearer realm="chartkeeper"{error}'
+        return fhir.fhir_response(operation_outcome([OutcomeIssue(code, str(exc))]), status,
+                                  headers)
 
     @app.exception_handler(StoreError)
     async def _store_error(_request: Request, exc: StoreError) -> Response:
@@ -75,8 +133,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                   for e in exc.errors()]
         return fhir.fhir_response(operation_outcome(issues), 400)
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", include_in_schema=False, dependencies=[Depends(PUBLIC)])
     def home() -> dict[str, Any]:
         return {"name": "Chartkeeper", "version": __version__, "fhir": "/fhir/metadata"}
 
+    unguarded = [f"{sorted(getattr(r, 'methods', []) or [])} {r.path}" for r in app.routes
+                 if isinstance(r, APIRoute) and rule_of(r) is None]
+    if unguarded:
+        raise UnguardedRouteError(f"routes without an access rule: {', '.join(unguarded)}")
     return app

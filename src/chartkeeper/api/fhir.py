@@ -9,18 +9,45 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy.exc import IntegrityError
 
 from chartkeeper import __version__
+from chartkeeper.api.auth import (
+    AUTHENTICATED,
+    FHIR_BUNDLE,
+    FHIR_CREATE,
+    FHIR_DELETE,
+    FHIR_EXPORT,
+    FHIR_READ,
+    FHIR_SEARCH,
+    FHIR_UPDATE,
+    PUBLIC,
+    RequestAccess,
+    access_of,
+)
 from chartkeeper.fhir.definitions import load as load_definitions
 from chartkeeper.fhir.definitions import summary_elements
+from chartkeeper.fhir.fhirpath import parse_reference
 from chartkeeper.fhir.indexing import searchable_codes
+from chartkeeper.security.access import (
+    SHARED_TYPES,
+    Capability,
+    Forbidden,
+    Grant,
+    Interaction,
+    compartment_params,
+    in_patient_compartment_type,
+    referenced_patients,
+    sensitivities,
+)
 from chartkeeper.store import Store
 from chartkeeper.store.bundle import BundleProcessor, operation_outcome, parse_etag
 from chartkeeper.store.errors import (
     Conflict,
+    Gone,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
@@ -29,8 +56,8 @@ from chartkeeper.store.errors import (
     StoreError,
     UnsupportedMediaType,
 )
-from chartkeeper.store.export import ExportManager, check_types
-from chartkeeper.store.search import SearchPage, parse_query
+from chartkeeper.store.export import ExportJob, ExportManager, check_types
+from chartkeeper.store.search import SearchPage, parse_query, restrict_to_patient
 from chartkeeper.store.service import HistoryPage, Txn, WriteResult, everything, now_instant
 
 FHIR_JSON = "application/fhir+json"
@@ -189,14 +216,43 @@ def _new_bundle_id() -> str:
 
 
 def _search(request: Request, txn: Txn, resource_type: str | None,
-            items: list[tuple[str, str]]) -> dict[str, Any]:
+            items: list[tuple[str, str]], grant: Grant) -> dict[str, Any]:
+    """Run a search for the caller: within the granted compartment, and with every match and
+    included resource shown to the request's guard (what it may not see is withheld)."""
+    access = access_of(request)
     settings = request.app.state.settings
     query = parse_query(resource_type, items)
     if query.count is None:
         query.count = settings.default_page_size
     query.count = min(query.count, settings.max_page_size)
+    if grant.compartment is not None and resource_type is not None and \
+            resource_type not in SHARED_TYPES:
+        restrict_to_patient(query, grant.compartment,
+                            compartment_params().get(resource_type, frozenset()))
+    access.details["parameters"] = sorted({name for name, _ in items})
     page = txn.search(resource_type, query)
-    return searchset(request, resource_type, page, items, query.summary, query.elements)
+    guard = access.record_guard()
+    before = guard.withheld
+    page.matches = list(guard.filter(page.matches, grant))
+    page.included = [r for r in page.included
+                     if _include_visible(access, grant, r)]
+    bundle = searchset(request, resource_type, page, items, query.summary, query.elements)
+    _note_withheld(bundle, guard.withheld - before)
+    return bundle
+
+
+def _include_visible(access: RequestAccess, grant: Grant, resource: dict[str, Any]) -> bool:
+    """An _include/_revinclude target: the caller needs read on its type, and the guard."""
+    guard = access.record_guard()
+    try:
+        own = access.permit(str(resource.get("resourceType")), "r")
+    except Forbidden:
+        guard.withheld += 1
+        return False
+    if guard.visible(resource, own if own.compartment is None else grant):
+        return True
+    guard.withheld += 1
+    return False
 
 
 def history_bundle(request: Request, page: HistoryPage, path: str,
@@ -256,62 +312,195 @@ def _known_type(resource_type: str) -> None:
         raise NotFound(f"Unknown resource type '{resource_type}'")
 
 
+# --------------------------------------------------------------------------- authorization
+# Every route names its AccessRule; handlers narrow it with permit() and show every resource
+# that leaves the store to the request's RecordGuard (compartment and sensitive records).
+def _not_limited(access: RequestAccess, what: str) -> None:
+    """Refuse what a patient-compartment-limited caller cannot be given safely."""
+    if access.who().compartment_limited:
+        raise Forbidden(f"{what} is not available to a token limited to one patient")
+
+
+def _check_write(access: RequestAccess, txn: Txn, method: str, resource_type: str,
+                 resource_id: str | None, criteria: str | None, resource: Any) -> None:
+    """Whether the caller may write: role and scopes, the new content's compartment, and the
+    current version (compartment and sensitivity) of what is replaced or deleted."""
+    interaction: Interaction = {"POST": "c", "PUT": "u", "DELETE": "d"}[method]  # type: ignore[assignment]
+    grant = access.permit(resource_type, interaction)
+    guard = access.record_guard()
+    if isinstance(resource, dict):
+        if not guard.compartment_check(resource, grant):
+            raise Forbidden(f"writing this {resource_type} outside the permitted patient "
+                            "compartment is not permitted")
+        access.patients.update(referenced_patients(resource))
+    if grant.compartment is not None and criteria is not None:
+        raise Forbidden("conditional writes are not available to a token limited to one "
+                        "patient")
+    existing: list[dict[str, Any]] = []
+    if resource_id is not None:
+        try:
+            existing = [txn.read(resource_type, resource_id)]
+        except (NotFound, Gone):
+            existing = []
+    elif criteria:
+        existing = txn.match(resource_type, criteria)
+    for current in existing:
+        guard.check(current, grant, f"{resource_type}/{current['id']}")
+
+
+def _shown(access: RequestAccess, grant: Grant, resource: dict[str, Any], what: str) -> None:
+    access.record_guard().check(resource, grant, what)
+
+
+def _check_binary(access: RequestAccess, txn: Txn, binary: dict[str, Any], grant: Grant
+                  ) -> None:
+    """A Binary is as open as the resource its securityContext names (R4 Binary)."""
+    context = binary.get("securityContext")
+    reference = context.get("reference") if isinstance(context, dict) else None
+    target = parse_reference(reference) if isinstance(reference, str) else None
+    if target is None or target[0] is None or target[1] is None:
+        if grant.compartment is not None:
+            raise Forbidden(f"access to Binary/{binary.get('id')} is not permitted")
+        return
+    try:
+        owner = txn.read(target[0], target[1])
+    except (NotFound, Gone):
+        if grant.compartment is None:  # nothing stored to protect; the role allows Binary
+            return
+        raise Forbidden(f"access to Binary/{binary.get('id')} is not permitted") from None
+    _shown(access, grant, owner, f"Binary/{binary.get('id')}")
+
+
+def _search_grant(access: RequestAccess, resource_type: str) -> Grant:
+    grant = access.permit(resource_type, "s")
+    if grant.compartment is not None and resource_type not in SHARED_TYPES and \
+            not in_patient_compartment_type(resource_type):
+        raise Forbidden(f"{resource_type} is outside the patient compartment")
+    return grant
+
+
 # --------------------------------------------------------------------------- system level
-@router.get("/metadata")
+@router.get("/metadata", dependencies=[Depends(PUBLIC)])
 def capabilities(request: Request) -> Response:
     return fhir_response(capability_statement(_base(request)))
 
 
-@router.post("")
-@router.post("/")
+@router.post("", dependencies=[Depends(FHIR_BUNDLE)])
+@router.post("/", dependencies=[Depends(FHIR_BUNDLE)])
 async def batch_or_transaction(request: Request) -> Response:
+    access = access_of(request)
+    access.who()
     bundle = await read_json(request)
-    processor = BundleProcessor(_store(request), lambda txn, url, method:
-                                _bundle_get(request, txn, url))
-    try:
-        result = processor.process(bundle)
-    except IntegrityError as exc:
-        raise Conflict(f"The transaction conflicts with a concurrent write: {exc.orig}") from exc
+    kind = bundle.get("type") if isinstance(bundle, dict) else None
+    access.details["bundle"] = kind if isinstance(kind, str) else "invalid"
+    processor = BundleProcessor(
+        _store(request), lambda txn, url, method: _bundle_get(request, txn, url),
+        lambda txn, method, rtype, rid, criteria, resource: _check_write(
+            access, txn, method, rtype, rid, criteria, resource))
+    result = await run_in_threadpool(_process_bundle, processor, bundle)
     return fhir_response(result)
 
 
+def _process_bundle(processor: BundleProcessor, bundle: Any) -> dict[str, Any]:
+    try:
+        return processor.process(bundle)
+    except IntegrityError as exc:
+        raise Conflict(f"The transaction conflicts with a concurrent write: {exc.orig}") from exc
+
+
 def _bundle_get(request: Request, txn: Txn, url: str) -> dict[str, Any]:
+    access = access_of(request)
     parts = urlsplit(url)
     segments = [s for s in parts.path.strip("/").split("/") if s]
     items = list(parse_qsl(parts.query, keep_blank_values=True))
     if len(segments) == 1:
         _known_type(segments[0])
-        return {"resource": _search(request, txn, segments[0], items),
+        grant = _search_grant(access, segments[0])
+        return {"resource": _search(request, txn, segments[0], items, grant),
                 "response": {"status": "200 OK"}}
+    if len(segments) in (2, 4):
+        _known_type(segments[0])
+        grant = access.permit(segments[0], "r")
     if len(segments) == 2:
-        resource = txn.read(segments[0], segments[1])
+        resource = _guarded_read(access, grant, txn, segments[0], segments[1])
     elif len(segments) == 4 and segments[2] == "_history":
-        resource = txn.vread(segments[0], segments[1], segments[3])
+        resource = _guarded_read(access, grant, txn, segments[0], segments[1], segments[3])
     else:
         raise InvalidRequest(f"GET url '{url}' is not a read or search")
     return {"resource": resource, "response": {
         "status": "200 OK", "etag": f'W/"{resource["meta"]["versionId"]}"'}}
 
 
-@router.get("")
-@router.get("/")
+def _guarded_read(access: RequestAccess, grant: Grant, txn: Txn, resource_type: str,
+                  resource_id: str, version_id: str | None = None) -> dict[str, Any]:
+    """Read (or vread) and check; to a compartment-limited caller a missing resource is 403."""
+    try:
+        if version_id is None:
+            resource = txn.read(resource_type, resource_id)
+        else:
+            resource = txn.vread(resource_type, resource_id, version_id)
+    except (NotFound, Gone):
+        if grant.compartment is not None:
+            raise Forbidden(f"access to {resource_type}/{resource_id} is not permitted"
+                            ) from None
+        raise
+    what = f"{resource_type}/{resource_id}"
+    if resource_type == "Binary":
+        _check_binary(access, txn, resource, grant)
+    else:
+        _shown(access, grant, resource, what)
+    return resource
+
+
+@router.get("", dependencies=[Depends(FHIR_SEARCH)])
+@router.get("/", dependencies=[Depends(FHIR_SEARCH)])
 def system_search(request: Request) -> Response:
+    access = access_of(request)
+    items = _query_items(request)
+    _not_limited(access, "a search across all types")
+    types = [t for name, value in items if name == "_type" for t in value.split(",") if t]
+    grant = Grant(None)
+    for rtype in types or ["*"]:
+        grant = access.permit(rtype, "s")
     with _store(request).read() as txn:
-        return fhir_response(_search(request, txn, None, _query_items(request)))
+        return fhir_response(_search(request, txn, None, items, grant))
 
 
-@router.get("/_history")
+@router.get("/_history", dependencies=[Depends(FHIR_READ)])
 def system_history(request: Request) -> Response:
+    access = access_of(request)
+    _not_limited(access, "history across all types")
+    grant = access.permit("*", "r")
     items = _query_items(request)
     since, count, offset = _history_params(items)
     with _store(request).read() as txn:
         page = txn.history(since=since, count=count, offset=offset)
+    _filter_history(access, grant, page)
     return fhir_response(history_bundle(request, page, f"{_base(request)}/_history", items,
                                         offset, count))
 
 
+def _filter_history(access: RequestAccess, grant: Grant, page: HistoryPage,
+                    strict: bool = False) -> None:
+    """Drop (or, ``strict``, refuse) the versions the caller may not see."""
+    guard = access.record_guard()
+    kept = []
+    for entry in page.entries:
+        if entry.resource is None or guard.visible(entry.resource, grant):
+            kept.append(entry)
+        elif strict:
+            raise Forbidden(f"access to {entry.resource_type}/{entry.resource_id} is not "
+                            "permitted")
+        else:
+            guard.withheld += 1
+    page.entries = kept
+
+
 # --------------------------------------------------------------------------- bulk export
 def _export_kickoff(request: Request, level: str, group_id: str | None = None) -> Response:
+    access = access_of(request)
+    principal = access.require(Capability.bulk_export)
+    _not_limited(access, "$export")
     prefer = request.headers.get("prefer", "")
     if "respond-async" not in prefer:
         raise InvalidRequest("$export needs the header 'Prefer: respond-async'")
@@ -328,31 +517,71 @@ def _export_kickoff(request: Request, level: str, group_id: str | None = None) -
         else:
             raise InvalidRequest(f"$export does not support the parameter '{name}'")
     check_types(types, load_definitions().resource_types)
+    for rtype in types or ["*"]:
+        access.permit(rtype, "r")
+    if group_id is not None:
+        access.permit("Group", "r")
+        access.target("Group", group_id)
+    access.details.update({"level": level, "types": types or ["*"]})
     manager: ExportManager = request.app.state.exports
-    job = manager.start(level, str(request.url), types, since, output_format, group_id)
+    restricted = access.services.restricted_patients()
+    job = manager.start(level, str(request.url), types, since, output_format, group_id,
+                        owner=principal.user_id, keep=_export_filter(restricted))
+    access.details["job"] = job.id
     return Response(status_code=202, headers={
         "Content-Location": f"{_base(request)}/$export-poll-status/{job.id}"})
 
 
-@router.get("/$export")
+def _export_filter(restricted: frozenset[str]) -> Any:
+    """Bulk exports never carry sensitive records or restricted patients' charts (there is no
+    break-the-glass for a bulk copy). Only resources that could match are parsed."""
+    markers = tuple(f"Patient/{pid}" for pid in restricted)
+
+    def keep(content: str) -> bool:
+        if '"security"' not in content and not any(m in content for m in markers) and \
+                not (restricted and '"resourceType":"Patient"' in content):
+            return True
+        resource = orjson.loads(content)
+        if sensitivities(resource):
+            return False
+        if resource.get("resourceType") == "Patient" and resource.get("id") in restricted:
+            return False
+        return not (referenced_patients(resource) & restricted)
+    return keep
+
+
+@router.get("/$export", dependencies=[Depends(FHIR_EXPORT)])
 def export_system(request: Request) -> Response:
     return _export_kickoff(request, "system")
 
 
-@router.get("/Patient/$export")
+@router.get("/Patient/$export", dependencies=[Depends(FHIR_EXPORT)])
 def export_patients(request: Request) -> Response:
     return _export_kickoff(request, "patient")
 
 
-@router.get("/Group/{group_id}/$export")
+@router.get("/Group/{group_id}/$export", dependencies=[Depends(FHIR_EXPORT)])
 def export_group(request: Request, group_id: str) -> Response:
     return _export_kickoff(request, "group", group_id)
 
 
-@router.get("/$export-poll-status/{job_id}")
-def export_status(request: Request, job_id: str) -> Response:
+def _own_job(request: Request, job_id: str) -> ExportJob:
+    """The caller's export job; anyone else's (or none) is 403 alike."""
+    access = access_of(request)
     manager: ExportManager = request.app.state.exports
-    job = manager.get(job_id)
+    try:
+        job = manager.get(job_id)
+    except NotFound:
+        job = None
+    if job is None or job.owner != access.who().user_id:
+        raise Forbidden(f"export job '{job_id}' is not yours")
+    access.details["job"] = job_id
+    return job
+
+
+@router.get("/$export-poll-status/{job_id}", dependencies=[Depends(AUTHENTICATED)])
+def export_status(request: Request, job_id: str) -> Response:
+    job = _own_job(request, job_id)
     if job.status == "in-progress":
         return Response(status_code=202, headers={"X-Progress": job.progress,
                                                   "Retry-After": "1"})
@@ -360,33 +589,44 @@ def export_status(request: Request, job_id: str) -> Response:
         return fhir_response(operation_outcome(
             [OutcomeIssue("exception", "; ".join(job.errors))]), 500)
     base = _base(request)
-    manifest = {
+    manifest: dict[str, Any] = {
         "transactionTime": job.transaction_time,
         "request": job.request_url,
-        "requiresAccessToken": False,
+        "requiresAccessToken": True,
         "output": [{"type": o["type"], "count": o["count"],
                     "url": f"{base}/$export-file/{job.id}/{o['file']}"} for o in job.output],
         "error": [],
     }
+    if job.withheld:
+        manifest["extension"] = {"withheldRestrictedRecords": job.withheld}
     return Response(orjson.dumps(manifest), 200, media_type="application/json")
 
 
-@router.delete("/$export-poll-status/{job_id}")
+@router.delete("/$export-poll-status/{job_id}", dependencies=[Depends(AUTHENTICATED)])
 def export_cancel(request: Request, job_id: str) -> Response:
+    _own_job(request, job_id)
     manager: ExportManager = request.app.state.exports
     manager.cancel(job_id)
     return Response(status_code=202)
 
 
-@router.get("/$export-file/{job_id}/{name}")
+@router.get("/$export-file/{job_id}/{name}", dependencies=[Depends(FHIR_EXPORT)])
 def export_file(request: Request, job_id: str, name: str) -> Response:
+    _own_job(request, job_id)
+    access_of(request).details["file"] = name
     manager: ExportManager = request.app.state.exports
     return FileResponse(manager.file_path(job_id, name), media_type="application/fhir+ndjson")
 
 
 # --------------------------------------------------------------------------- $everything
-@router.get("/Patient/{patient_id}/$everything")
+@router.get("/Patient/{patient_id}/$everything", dependencies=[Depends(FHIR_READ)])
 def patient_everything(request: Request, patient_id: str) -> Response:
+    access = access_of(request)
+    grant = access.permit("Patient", "r")
+    access.target("Patient", patient_id)
+    access.details["operation"] = "everything"
+    if grant.compartment is not None and grant.compartment != patient_id:
+        raise Forbidden(f"access to Patient/{patient_id} is not permitted")
     types = since = None
     for name, value in _query_items(request):
         if name == "_type":
@@ -397,98 +637,167 @@ def patient_everything(request: Request, patient_id: str) -> Response:
             raise InvalidRequest(f"$everything does not support the parameter '{name}'")
     check_types(types, load_definitions().resource_types)
     with _store(request).read() as txn:
+        patient = _guarded_read(access, grant, txn, "Patient", patient_id)
         resources = everything(txn, patient_id, types, since)
+    guard = access.record_guard()
+    shown = []
+    for resource in resources:
+        if resource is patient or resource.get("resourceType") == "Patient" and \
+                resource.get("id") == patient_id:
+            shown.append(resource)
+            continue
+        rtype = str(resource.get("resourceType"))
+        try:
+            rgrant = access.permit(rtype, "r")
+        except Forbidden:
+            guard.withheld += 1
+            continue
+        if guard.visible(resource, rgrant if rgrant.compartment is None else grant):
+            shown.append(resource)
+        else:
+            guard.withheld += 1
     base = _base(request)
-    bundle = {
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle", "id": _new_bundle_id(), "type": "searchset",
-        "total": len(resources),
+        "total": len(shown),
         "link": [{"relation": "self", "url": str(request.url)}],
         "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
-                   "search": {"mode": "match"}} for r in resources],
+                   "search": {"mode": "match"}} for r in shown],
     }
+    _note_withheld(bundle, guard.withheld)
     return fhir_response(bundle)
 
 
+def _note_withheld(bundle: dict[str, Any], withheld: int) -> None:
+    """Say (without ids) that restricted entries were left out, as an outcome entry."""
+    if not withheld:
+        return
+    bundle.setdefault("entry", []).append({"resource": operation_outcome([OutcomeIssue(
+        "suppressed", f"{withheld} restricted entries were withheld; break-the-glass to see "
+                      "a restricted patient's record", severity="warning")]),
+        "search": {"mode": "outcome"}})
+
+
 # --------------------------------------------------------------------------- type level
-@router.get("/{resource_type}/_history")
+@router.get("/{resource_type}/_history", dependencies=[Depends(FHIR_READ)])
 def type_history(request: Request, resource_type: str) -> Response:
     _known_type(resource_type)
+    access = access_of(request)
+    access.target(resource_type)
+    _not_limited(access, "type history")
+    grant = access.permit(resource_type, "r")
     items = _query_items(request)
     since, count, offset = _history_params(items)
     with _store(request).read() as txn:
         page = txn.history(resource_type, since=since, count=count, offset=offset)
+    _filter_history(access, grant, page)
     return fhir_response(history_bundle(request, page, f"{_base(request)}/{resource_type}"
                                         "/_history", items, offset, count))
 
 
-@router.get("/{resource_type}")
+@router.get("/{resource_type}", dependencies=[Depends(FHIR_SEARCH)])
 def search_type(request: Request, resource_type: str) -> Response:
     _known_type(resource_type)
+    access = access_of(request)
+    access.target(resource_type)
+    grant = _search_grant(access, resource_type)
     with _store(request).read() as txn:
-        return fhir_response(_search(request, txn, resource_type, _query_items(request)))
+        return fhir_response(_search(request, txn, resource_type, _query_items(request), grant))
 
 
-@router.post("/{resource_type}/_search")
+@router.post("/{resource_type}/_search", dependencies=[Depends(FHIR_SEARCH)])
 async def search_type_post(request: Request, resource_type: str) -> Response:
     _known_type(resource_type)
+    access = access_of(request)
+    access.target(resource_type)
+    grant = _search_grant(access, resource_type)
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     body = (await request.body()).decode("utf-8", errors="replace")
     if body and content_type != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded")
     items = _query_items(request) + list(parse_qsl(body, keep_blank_values=True))
-    with _store(request).read() as txn:
-        return fhir_response(_search(request, txn, resource_type, items))
+
+    def run() -> dict[str, Any]:
+        with _store(request).read() as txn:
+            return _search(request, txn, resource_type, items, grant)
+    return fhir_response(await run_in_threadpool(run))
 
 
-@router.post("/{resource_type}")
+@router.post("/{resource_type}", dependencies=[Depends(FHIR_CREATE)])
 async def create(request: Request, resource_type: str) -> Response:
     _known_type(resource_type)
+    access = access_of(request)
+    access.target(resource_type)
+    access.permit(resource_type, "c")
     resource = await read_json(request)
     if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
         got = resource.get("resourceType") if isinstance(resource, dict) else type(resource)
         message = f"The body's resourceType '{got}' does not match the URL type '{resource_type}'"
         raise InvalidRequest(message, [OutcomeIssue("invalid", message, "resourceType")])
     if_none_exist = request.headers.get("if-none-exist")
-    with _store(request).write() as txn:
-        if if_none_exist:
-            result = txn.conditional_create(resource, if_none_exist)
-        else:
-            result = txn.create(resource)
+
+    def run() -> WriteResult:
+        with _store(request).write() as txn:
+            _check_write(access, txn, "POST", resource_type, None, None, resource)
+            if if_none_exist:
+                return txn.conditional_create(resource, if_none_exist)
+            return txn.create(resource)
+    result = await run_in_threadpool(run)
+    access.target(resource_type, result.resource_id)
+    access.details["after"] = result.version_id
     if result.unchanged:
         return _write_response(request, result, 200)
     return _write_response(request, result)
 
 
-@router.put("/{resource_type}")
+@router.put("/{resource_type}", dependencies=[Depends(FHIR_UPDATE)])
 async def conditional_update(request: Request, resource_type: str) -> Response:
     _known_type(resource_type)
+    access = access_of(request)
+    access.target(resource_type)
+    access.permit(resource_type, "u")
     criteria = request.url.query
     if not criteria:
         raise MethodNotAllowed("PUT on a type needs search criteria (conditional update)")
     resource = await read_json(request)
     if_match = parse_etag(request.headers.get("if-match"))
-    with _store(request).write() as txn:
-        result = txn.conditional_update(resource_type, criteria, resource, if_match)
+
+    def run() -> WriteResult:
+        with _store(request).write() as txn:
+            _check_write(access, txn, "PUT", resource_type, None, criteria, resource)
+            return txn.conditional_update(resource_type, criteria, resource, if_match)
+    result = await run_in_threadpool(run)
+    access.target(resource_type, result.resource_id)
+    access.details["after"] = result.version_id
     return _write_response(request, result)
 
 
-@router.delete("/{resource_type}")
+@router.delete("/{resource_type}", dependencies=[Depends(FHIR_DELETE)])
 def conditional_delete(request: Request, resource_type: str) -> Response:
     _known_type(resource_type)
+    access = access_of(request)
+    access.target(resource_type)
+    access.permit(resource_type, "d")
     criteria = request.url.query
     if not criteria:
         raise MethodNotAllowed("DELETE on a type needs search criteria (conditional delete)")
     with _store(request).write() as txn:
-        txn.conditional_delete(resource_type, criteria)
+        _check_write(access, txn, "DELETE", resource_type, None, criteria, None)
+        results = txn.conditional_delete(resource_type, criteria)
+    if len(results) == 1:
+        access.target(resource_type, results[0].resource_id)
     return Response(status_code=204)
 
 
 # --------------------------------------------------------------------------- instance level
-@router.get("/{resource_type}/{resource_id}")
+@router.get("/{resource_type}/{resource_id}", dependencies=[Depends(FHIR_READ)])
 def read(request: Request, resource_type: str, resource_id: str) -> Response:
     _known_type(resource_type)
+    access = access_of(request)
+    access.target(resource_type, resource_id)
+    grant = access.permit(resource_type, "r")
     with _store(request).read() as txn:
-        resource = txn.read(resource_type, resource_id)
+        resource = _guarded_read(access, grant, txn, resource_type, resource_id)
     version = resource["meta"]["versionId"]
     etag = f'W/"{version}"'
     headers = {"ETag": etag, "Last-Modified": _http_date(resource["meta"]["lastUpdated"])}
@@ -505,45 +814,74 @@ def read(request: Request, resource_type: str, resource_id: str) -> Response:
     return fhir_response(_apply_elements(resource, elements, summary), 200, headers)
 
 
-@router.put("/{resource_type}/{resource_id}")
+@router.put("/{resource_type}/{resource_id}", dependencies=[Depends(FHIR_UPDATE)])
 async def update(request: Request, resource_type: str, resource_id: str) -> Response:
     _known_type(resource_type)
+    access = access_of(request)
+    access.target(resource_type, resource_id)
+    access.permit(resource_type, "u")
     resource = await read_json(request)
     if_match = parse_etag(request.headers.get("if-match"))
-    try:
-        with _store(request).write() as txn:
-            result = txn.update(resource_type, resource_id, resource, if_match)
-    except IntegrityError as exc:
-        raise Conflict(f"{resource_type}/{resource_id} was created concurrently") from exc
+
+    def run() -> WriteResult:
+        try:
+            with _store(request).write() as txn:
+                _check_write(access, txn, "PUT", resource_type, resource_id, None, resource)
+                return txn.update(resource_type, resource_id, resource, if_match)
+        except IntegrityError as exc:
+            raise Conflict(f"{resource_type}/{resource_id} was created concurrently") from exc
+    result = await run_in_threadpool(run)
+    access.details["after"] = result.version_id
     return _write_response(request, result)
 
 
-@router.delete("/{resource_type}/{resource_id}")
+@router.delete("/{resource_type}/{resource_id}", dependencies=[Depends(FHIR_DELETE)])
 def delete(request: Request, resource_type: str, resource_id: str) -> Response:
     _known_type(resource_type)
+    access = access_of(request)
+    access.target(resource_type, resource_id)
+    access.permit(resource_type, "d")
     if_match = parse_etag(request.headers.get("if-match"))
     with _store(request).write() as txn:
+        _check_write(access, txn, "DELETE", resource_type, resource_id, None, None)
         result = txn.delete(resource_type, resource_id, if_match)
     headers = {"ETag": f'W/"{result.version_id}"'} if not result.unchanged else {}
     return Response(status_code=204, headers=headers)
 
 
-@router.get("/{resource_type}/{resource_id}/_history")
+@router.get("/{resource_type}/{resource_id}/_history", dependencies=[Depends(FHIR_READ)])
 def instance_history(request: Request, resource_type: str, resource_id: str) -> Response:
     _known_type(resource_type)
+    access = access_of(request)
+    access.target(resource_type, resource_id)
+    grant = access.permit(resource_type, "r")
     items = _query_items(request)
     since, count, offset = _history_params(items)
     with _store(request).read() as txn:
-        page = txn.history(resource_type, resource_id, since=since, count=count, offset=offset)
+        try:
+            page = txn.history(resource_type, resource_id, since=since, count=count,
+                               offset=offset)
+        except NotFound:
+            if grant.compartment is not None:
+                raise Forbidden(f"access to {resource_type}/{resource_id} is not permitted"
+                                ) from None
+            raise
+    if grant.compartment is not None and not any(e.resource for e in page.entries):
+        raise Forbidden(f"access to {resource_type}/{resource_id} is not permitted")
+    _filter_history(access, grant, page, strict=True)
     path = f"{_base(request)}/{resource_type}/{resource_id}/_history"
     return fhir_response(history_bundle(request, page, path, items, offset, count))
 
 
-@router.get("/{resource_type}/{resource_id}/_history/{version_id}")
+@router.get("/{resource_type}/{resource_id}/_history/{version_id}",
+            dependencies=[Depends(FHIR_READ)])
 def vread(request: Request, resource_type: str, resource_id: str, version_id: str) -> Response:
     _known_type(resource_type)
+    access = access_of(request)
+    access.target(resource_type, resource_id)
+    grant = access.permit(resource_type, "r")
     with _store(request).read() as txn:
-        resource = txn.vread(resource_type, resource_id, version_id)
+        resource = _guarded_read(access, grant, txn, resource_type, resource_id, version_id)
     headers = {"ETag": f'W/"{resource["meta"]["versionId"]}"',
                "Last-Modified": _http_date(resource["meta"]["lastUpdated"])}
     return fhir_response(resource, 200, headers)

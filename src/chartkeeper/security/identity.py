@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import logging
 import os
@@ -280,8 +281,21 @@ service_client = Table(
 )
 
 
+user_session = Table(
+    "user_session",
+    metadata,
+    # SHA-256 of the session cookie: a copy of this table does not sign anyone in.
+    Column("token_hash", String(64), primary_key=True),
+    Column("username", String(64), nullable=False, index=True),
+    Column("role", String(32), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+)
+
+
 def create_identity_schema(engine: Engine) -> None:
-    """Create the identity tables (users, service clients) if they do not exist."""
+    """Create the identity tables (users, service clients, sessions) if they do not exist."""
     metadata.create_all(engine)
 
 
@@ -735,3 +749,70 @@ class SessionPolicy:
 
     def is_expired(self, last_seen: datetime, now: datetime | None = None) -> bool:
         return require_aware(now) - require_aware(last_seen, "last_seen") >= self.idle_timeout
+
+
+class SessionExpired(AuthenticationError):
+    def __init__(self) -> None:
+        super().__init__("the session ended (signed out or idle too long); sign in again")
+
+
+# last_seen is written at most this often, so an active session is not one write per request.
+SESSION_TOUCH_SECONDS = 30
+
+
+def _session_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class SessionStore:
+    """Web sessions in the database: opaque random cookies, idle timeout, sign-out."""
+
+    def __init__(self, engine: Engine, policy: SessionPolicy | None = None) -> None:
+        self.engine = engine
+        self.policy = policy or SessionPolicy()
+
+    def start(self, user: User, now: datetime | None = None) -> str:
+        """Open a session for a signed-in user; the returned token goes in the cookie only."""
+        session = Session.start(user, now)
+        with write_transaction(self.engine) as conn:
+            conn.execute(insert(user_session).values(
+                token_hash=_session_hash(session.session_id), username=user.username,
+                role=user.role.value, started_at=session.started_at,
+                last_seen=session.last_seen))
+        return session.session_id
+
+    def resume(self, token: str, now: datetime | None = None) -> Session:
+        """The live session of ``token`` (its idle clock restarted), or SessionExpired."""
+        moment = require_aware(now)
+        key = _session_hash(token)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(user_session).where(user_session.c.token_hash == key)
+                               ).first()
+        if row is None or row.ended_at is not None:
+            raise SessionExpired()
+        last_seen = utc(row.last_seen)
+        if self.policy.is_expired(last_seen, moment):
+            self.end(token, moment)
+            raise SessionExpired()
+        if (moment - last_seen).total_seconds() >= SESSION_TOUCH_SECONDS:
+            with write_transaction(self.engine) as conn:
+                conn.execute(update(user_session).where(user_session.c.token_hash == key)
+                             .values(last_seen=moment))
+            last_seen = moment
+        return Session(token, row.username, Role(row.role), utc(row.started_at), last_seen)
+
+    def end(self, token: str, now: datetime | None = None) -> bool:
+        """Sign out: the session is over. False when it was not open."""
+        with write_transaction(self.engine) as conn:
+            result = conn.execute(update(user_session).where(
+                user_session.c.token_hash == _session_hash(token),
+                user_session.c.ended_at.is_(None)).values(ended_at=require_aware(now)))
+        return bool(result.rowcount)
+
+    def end_all(self, username: str, now: datetime | None = None) -> int:
+        """End every open session of a user (disabled account, password change)."""
+        with write_transaction(self.engine) as conn:
+            result = conn.execute(update(user_session).where(
+                user_session.c.username == username,
+                user_session.c.ended_at.is_(None)).values(ended_at=require_aware(now)))
+        return int(result.rowcount)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,7 +132,10 @@ def _entry_error(where: str, exc: StoreError) -> StoreError:
                      f"{where}.resource.{i.expression}" if i.expression else where, i.severity)
         for i in exc.issues
     ]
-    wrapped = type(exc)(f"{where}: {exc.diagnostics}", issues)
+    wrapped = copy.copy(exc)  # same class and status, whatever its constructor takes
+    wrapped.diagnostics = f"{where}: {exc.diagnostics}"
+    wrapped.issues = issues
+    wrapped.args = (wrapped.diagnostics,)
     return wrapped
 
 
@@ -174,15 +178,26 @@ def _validated_create(req: EntryRequest) -> Resource:
         raise _entry_error(f"Bundle.entry[{req.index}]", exc) from exc
 
 
+WriteCheck = Callable[[Txn, str, str, str | None, str | None, Resource | None], None]
+
+
 class BundleProcessor:
     """Runs batch and transaction Bundles against the store."""
 
-    def __init__(self, store: Store, search_entry: Callable[[Txn, str, str], dict[str, Any]]
-                 ) -> None:
+    def __init__(self, store: Store, search_entry: Callable[[Txn, str, str], dict[str, Any]],
+                 check_write: WriteCheck | None = None) -> None:
         self.store = store
         # Runs a GET entry (read or search) and returns its response entry; given by the API
         # so that searches in a bundle return the same Bundle the REST search would.
         self.search_entry = search_entry
+        # Called before each write entry runs, inside its transaction, with (txn, method,
+        # type, id, search criteria, new resource): the API's authorization raises there.
+        self.check_write = check_write
+
+    def _check(self, txn: Txn, method: str, rtype: str, rid: str | None, query: str | None,
+               resource: Resource | None) -> None:
+        if self.check_write is not None:
+            self.check_write(txn, method, rtype, rid, query, resource)
 
     def process(self, bundle: Any) -> Resource:
         kind, requests = _entry_requests(bundle)
@@ -231,6 +246,8 @@ class BundleProcessor:
                     responses: dict[int, dict[str, Any]]) -> None:
         """Validate every POST entry (naming the one at fault), then insert them in bulk."""
         resources = [_validated_create(req) for req in creates]
+        for resource in resources:
+            self._check(txn, "POST", resource["resourceType"], None, None, resource)
         for req, result in zip(creates, txn.create_many(resources), strict=True):
             responses[req.index] = _response(result, "201 Created")
 
@@ -283,6 +300,8 @@ class BundleProcessor:
                                              f"{current['meta']['versionId']}",
                                  "etag": f'W/"{current["meta"]["versionId"]}"'}}
         rtype, rid, query = _split_url(req.url)
+        if req.method in ("POST", "PUT", "DELETE"):
+            self._check(txn, req.method, rtype, rid, query, req.resource)
         if req.method == "POST":
             assert req.resource is not None
             if rtype != req.resource.get("resourceType"):
@@ -320,6 +339,7 @@ class BundleProcessor:
             try:
                 with self.store.write() as txn:
                     if req.method == "POST" and req.resource is not None and req.if_none_exist:
+                        self._check(txn, "POST", _entry_type(req), None, None, req.resource)
                         result = txn.conditional_create(req.resource, req.if_none_exist)
                         entries.append(_response(result, "200 OK" if result.unchanged
                                                  else "201 Created"))

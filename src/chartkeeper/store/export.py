@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ class ExportJob:
     output: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
+    owner: str | None = None  # who started it: only they may poll, fetch or cancel
+    # Which stored resources (JSON text) may leave in the export; None keeps all.
+    keep: Callable[[str], bool] | None = None
+    withheld: int = 0
 
 
 class ExportManager:
@@ -45,7 +50,9 @@ class ExportManager:
         self._lock = threading.Lock()
 
     def start(self, level: str, request_url: str, types: list[str] | None, since: str | None,
-              output_format: str | None, group_id: str | None = None) -> ExportJob:
+              output_format: str | None, group_id: str | None = None, *,
+              owner: str | None = None, keep: Callable[[str], bool] | None = None
+              ) -> ExportJob:
         if output_format is not None and output_format not in NDJSON_FORMATS:
             raise InvalidRequest(f"_outputFormat '{output_format}' is not supported; use "
                                  "application/fhir+ndjson")
@@ -55,7 +62,8 @@ class ExportManager:
             with self.store.read() as txn:
                 txn.read("Group", group_id)
         job_id = uuid.uuid4().hex
-        job = ExportJob(job_id, level, request_url, types, since, group_id, self.root / job_id)
+        job = ExportJob(job_id, level, request_url, types, since, group_id, self.root / job_id,
+                        owner=owner, keep=keep)
         with self._lock:
             self.jobs[job_id] = job
         thread = threading.Thread(target=self._run, args=(job,), daemon=True,
@@ -161,6 +169,9 @@ class ExportManager:
         for rtype, content in rows:
             if job.cancel.is_set():
                 return
+            if job.keep is not None and not job.keep(content):
+                job.withheld += 1
+                continue
             handle = handles.get(rtype)
             if handle is None:
                 handle = handles[rtype] = open(job.directory / f"{rtype}.ndjson", "w",

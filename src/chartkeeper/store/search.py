@@ -627,6 +627,25 @@ def _base_conditions(query: SearchQuery) -> tuple[list[ColumnElement[bool]], boo
     return conds, driver_used
 
 
+def restrict_to_patient(query: SearchQuery, patient_id: str,
+                        params: dict[str, list[str]] | frozenset[str] | list[str]) -> None:
+    """AND the search with "in the compartment of Patient/``patient_id``".
+
+    ``params`` are the parameters that place the searched type in a Patient compartment
+    (from the CompartmentDefinition). The condition ranks first, so a patient's few hundred
+    resources drive the query rather than the other parameters.
+    """
+    rtype = query.resource_type
+    if rtype == "Patient":
+        query.conditions.append(R.c.resource_id == patient_id)
+        return
+    ref = schema.idx_reference
+    subquery = select(ref.c.resource_pk).where(
+        ref.c.target_id == patient_id, ref.c.target_type == "Patient",
+        ref.c.resource_type == rtype, ref.c.param.in_(sorted(params)))
+    query.conditions.append(Membership(ref, subquery, negate=False, rank=0))
+
+
 def _only_membership(query: SearchQuery) -> Membership | None:
     """The one positive index membership of a typed search that has nothing else, if so."""
     if query.resource_type is None or query.types or len(query.conditions) != 1:

@@ -1,0 +1,249 @@
+"""The authorization layer of the API: every route declares an ``AccessRule``.
+
+A rule is a FastAPI dependency. It authenticates the caller (bearer token, or the web session
+cookie) unless the rule is public, and leaves a ``RequestAccess`` on ``request.state`` through
+which the handler asks for permission (``permit``, ``require``) and shows each resource that
+leaves the store to the ``RecordGuard``. After the handler, the app's middleware turns the
+``RequestAccess`` into exactly one audit entry and waits until it is durable: no audit, no
+response.
+
+``create_app`` refuses to start when a route has no rule (deny by default); a test walks the
+routes to prove it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from chartkeeper.security.access import (
+    Capability,
+    Forbidden,
+    Grant,
+    Interaction,
+    Principal,
+    RecordGuard,
+)
+from chartkeeper.security.audit import AuditAction, AuditOutcome, AuditRecord
+from chartkeeper.security.identity import (
+    AuthenticationError,
+    Role,
+    SecurityError,
+    UserNotFound,
+)
+from chartkeeper.security.services import SecurityServices
+from chartkeeper.security.tokens import ClientNotFound, TokenInvalid, parse_scopes
+
+SESSION_COOKIE = "chartkeeper_session"
+SESSION_SCOPES = parse_scopes("user/*.cruds")  # a signed-in user: whatever the role allows
+MAX_AUDITED_PATIENTS = 100
+
+
+class AuthenticationRequired(AuthenticationError):
+    def __init__(self) -> None:
+        super().__init__("authentication required: send 'Authorization: Bearer <token>' or "
+                         "sign in at /auth/sign-in")
+
+
+def services_of(request: Request) -> SecurityServices:
+    services: SecurityServices = request.app.state.security
+    return services
+
+
+def authenticate(request: Request, services: SecurityServices) -> Principal:
+    """The caller of ``request``, or AuthenticationError (401)."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise TokenInvalid("expected 'Authorization: Bearer <token>'")
+        claims = services.issuer.verify(token.strip())
+        if claims.client_id is not None:
+            try:
+                client = services.clients.get(claims.client_id)
+            except ClientNotFound:
+                raise TokenInvalid("the token's client is not registered") from None
+            if not client.active:
+                raise TokenInvalid("the token's client is disabled")
+        else:
+            try:
+                user = services.directory.get_user(claims.subject)
+            except UserNotFound:
+                raise TokenInvalid("the token's user does not exist") from None
+            if not user.active:
+                raise TokenInvalid("the token's user is disabled")
+            if user.role is not claims.role:
+                raise TokenInvalid("the user's role changed since the token was issued")
+        return Principal(claims.subject, claims.role, claims.scopes, claims.patient,
+                         claims.client_id, via="token")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        session = services.sessions.resume(cookie, services.now())
+        try:
+            user = services.directory.get_user(session.username)
+        except UserNotFound:
+            raise AuthenticationRequired() from None
+        if not user.active or user.role is not session.role:
+            services.sessions.end(cookie, services.now())
+            raise AuthenticationRequired()
+        return Principal(user.username, user.role, SESSION_SCOPES, via="session")
+    raise AuthenticationRequired()
+
+
+@dataclass
+class RequestAccess:
+    """One request's authorization state and the makings of its audit entry."""
+
+    rule: AccessRule
+    services: SecurityServices
+    principal: Principal | None = None
+    guard: RecordGuard | None = None
+    action: AuditAction | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    patients: set[str] = field(default_factory=set)
+    details: dict[str, Any] = field(default_factory=dict)
+    user_hint: str | None = None  # the name tried at a failed sign-in
+
+    def who(self) -> Principal:
+        if self.principal is None:
+            raise AuthenticationRequired()
+        return self.principal
+
+    def record_guard(self) -> RecordGuard:
+        if self.guard is None:
+            principal = self.who()
+            services = self.services
+            self.guard = RecordGuard(
+                principal, services.restricted_patients,
+                lambda: services.glass.active_patients(principal.user_id, services.now()))
+        return self.guard
+
+    def permit(self, resource_type: str, interaction: Interaction) -> Grant:
+        return self.who().permit(resource_type, interaction)
+
+    def require(self, capability: Capability) -> Principal:
+        principal = self.who()
+        principal.require(capability)
+        return principal
+
+    def target(self, resource_type: str | None, resource_id: str | None = None) -> None:
+        self.resource_type = resource_type
+        self.resource_id = resource_id
+
+    def audit_record(self, status: int, source: str | None) -> AuditRecord | None:
+        """The one audit entry of this request (None for unaudited public routes)."""
+        action = self.action or self.rule.audit
+        if action is None:
+            if status not in (401, 403):
+                return None
+            action = AuditAction.READ
+        if status < 400:
+            outcome = AuditOutcome.SUCCESS
+        elif status in (401, 403):
+            outcome = AuditOutcome.DENIED
+        else:
+            outcome = AuditOutcome.FAILURE
+        patients = set(self.patients)
+        if self.guard is not None:
+            patients |= self.guard.patients_seen
+            if self.guard.broke_glass_for:
+                self.details["breakTheGlass"] = sorted(self.guard.broke_glass_for)
+            if self.guard.withheld:
+                self.details["withheld"] = self.guard.withheld
+        details = dict(self.details)
+        details["status"] = status
+        patient_id = None
+        if len(patients) == 1:
+            patient_id = next(iter(patients))
+        elif patients:
+            ordered = sorted(patients)
+            details["patients"] = ordered[:MAX_AUDITED_PATIENTS]
+            details["patientCount"] = len(ordered)
+        if self.principal is not None:
+            user_id, role = self.principal.user_id, self.principal.role.value
+            if self.principal.client_id:
+                details["client"] = self.principal.client_id
+            details["via"] = self.principal.via
+        else:
+            user_id, role = (self.user_hint or "anonymous")[:128], "none"
+        return AuditRecord(
+            user_id=user_id, role=role, action=action, outcome=outcome,
+            patient_id=_fits(patient_id, 64), resource_type=_fits(self.resource_type, 64),
+            resource_id=_fits(self.resource_id, 64), source_address=_fits(source, 255),
+            details=details)
+
+
+def _fits(value: str | None, limit: int) -> str | None:
+    """Request-supplied text cut to its audit column (an over-long id is still recorded)."""
+    return None if value is None else value[:limit]
+
+
+class AccessRule:
+    """The authorization decision attached to a route (a FastAPI dependency).
+
+    ``audit`` is the action every request of the route is audited as (None: not audited
+    unless refused). ``public`` routes skip authentication; they are listed in the coverage
+    test by name.
+    """
+
+    def __init__(self, name: str, audit: AuditAction | None, *, public: bool = False) -> None:
+        self.name = name
+        self.audit = audit
+        self.public = public
+
+    def __repr__(self) -> str:
+        return f"AccessRule({self.name!r})"
+
+    def __call__(self, request: Request) -> RequestAccess:
+        access = RequestAccess(self, services_of(request))
+        request.state.access = access
+        if not self.public:
+            access.principal = authenticate(request, access.services)
+        return access
+
+
+def access_of(request: Request) -> RequestAccess:
+    access: RequestAccess | None = getattr(request.state, "access", None)
+    if access is None:  # a handler ran without its rule: a programming error, refuse
+        raise Forbidden("this route has no authorization rule")
+    return access
+
+
+# The rules. One per kind of route; handlers narrow them with permit() and require().
+PUBLIC = AccessRule("public", None, public=True)
+SIGN_IN = AccessRule("sign-in", AuditAction.LOGIN, public=True)
+AUTHENTICATED = AccessRule("authenticated", None)
+SIGN_OUT = AccessRule("sign-out", AuditAction.LOGOUT)
+FHIR_READ = AccessRule("fhir-read", AuditAction.READ)
+FHIR_SEARCH = AccessRule("fhir-search", AuditAction.SEARCH)
+FHIR_CREATE = AccessRule("fhir-create", AuditAction.CREATE)
+FHIR_UPDATE = AccessRule("fhir-update", AuditAction.UPDATE)
+FHIR_DELETE = AccessRule("fhir-delete", AuditAction.DELETE)
+FHIR_BUNDLE = AccessRule("fhir-bundle", AuditAction.UPDATE)
+FHIR_EXPORT = AccessRule("fhir-export", AuditAction.EXPORT)
+BREAK_GLASS = AccessRule("break-the-glass", AuditAction.BREAK_THE_GLASS)
+AUDIT_LOG = AccessRule("audit-log", AuditAction.AUDIT_LOG_ACCESS)
+DISCLOSURE = AccessRule("disclosure", AuditAction.DISCLOSURE)
+DISCLOSURE_REPORT = AccessRule("disclosure-report", AuditAction.READ)
+DEID_EXPORT = AccessRule("deid-export", AuditAction.EXPORT)
+
+
+def rule_of(route: Any) -> AccessRule | None:
+    """The AccessRule a route depends on, if any."""
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return None
+    for dependency in dependant.dependencies:
+        if isinstance(dependency.call, AccessRule):
+            return dependency.call
+    return None
+
+
+def security_status(exc: SecurityError) -> int:
+    return int(getattr(exc, "status", 400))
+
+
+__all__ = ["AccessRule", "RequestAccess", "Role", "access_of", "authenticate", "rule_of"]

@@ -1,0 +1,91 @@
+"""The security services of one running site, built once from the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from argon2 import PasswordHasher
+from sqlalchemy import Engine
+
+from chartkeeper.security.audit import (
+    AuditKey,
+    AuditRecord,
+    AuditTrail,
+    AuditWriter,
+    create_audit_schema,
+)
+from chartkeeper.security.identity import (
+    SessionPolicy,
+    SessionStore,
+    UserDirectory,
+    create_identity_schema,
+    load_or_create_key,
+    totp_key_path,
+)
+from chartkeeper.security.privacy import (
+    BreakGlassRegistry,
+    DisclosureLog,
+    create_privacy_schema,
+    restricted_patients,
+)
+from chartkeeper.security.tokens import ServiceClientRegistry, TokenIssuer
+from chartkeeper.settings import Settings
+
+
+def create_security_schema(engine: Engine) -> None:
+    """Users, sessions, service clients, the audit trail, break-the-glass and disclosures."""
+    create_identity_schema(engine)
+    create_audit_schema(engine)
+    create_privacy_schema(engine)
+
+
+@dataclass
+class SecurityServices:
+    engine: Engine
+    directory: UserDirectory
+    sessions: SessionStore
+    issuer: TokenIssuer
+    clients: ServiceClientRegistry
+    trail: AuditTrail
+    audit_writer: AuditWriter
+    glass: BreakGlassRegistry
+    disclosures: DisclosureLog
+    clock: Callable[[], datetime]
+
+    @classmethod
+    def build(cls, settings: Settings, engine: Engine, *, hasher: PasswordHasher | None = None,
+              clock: Callable[[], datetime] | None = None) -> SecurityServices:
+        """Everything the API needs; key files are created in ``settings.home`` if missing."""
+        settings.home.mkdir(parents=True, exist_ok=True)
+        create_security_schema(engine)
+        issuer = TokenIssuer.from_settings(settings)
+        trail = AuditTrail(engine, AuditKey.in_home(settings.home),
+                           server_url=settings.base_url)
+        return cls(
+            engine=engine,
+            directory=UserDirectory(engine, hasher=hasher,
+                                    totp_key=load_or_create_key(totp_key_path(settings.home))),
+            sessions=SessionStore(engine, SessionPolicy(settings.session_idle_minutes)),
+            issuer=issuer,
+            clients=ServiceClientRegistry(engine, issuer, hasher),
+            trail=trail,
+            audit_writer=AuditWriter(trail, checkpoint_every=settings.audit_checkpoint_every),
+            glass=BreakGlassRegistry(engine, settings.break_glass_max_minutes),
+            disclosures=DisclosureLog(engine),
+            clock=clock or (lambda: datetime.now(UTC)),
+        )
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def restricted_patients(self) -> frozenset[str]:
+        return restricted_patients(self.engine)
+
+    def audit(self, record: AuditRecord) -> int:
+        """Append one entry and wait until it is durable (the caller fails closed on error)."""
+        return self.audit_writer.write(record)
+
+    def close(self) -> None:
+        self.audit_writer.close()
