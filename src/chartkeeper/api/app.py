@@ -11,13 +11,12 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chartkeeper import __version__
 from chartkeeper.api import fhir, security_routes
-from chartkeeper.api.auth import PUBLIC, RequestAccess, rule_of
+from chartkeeper.api.auth import PUBLIC, RequestAccess, api_routes
 from chartkeeper.security.identity import SecurityError
 from chartkeeper.security.services import SecurityServices
 from chartkeeper.security.tokens import TokenError
@@ -49,6 +48,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        security.audit_writer  # noqa: B018 - start the writer thread in the serving process
         yield
         security.close()  # flush the audit writer
 
@@ -137,8 +137,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     def home() -> dict[str, Any]:
         return {"name": "Chartkeeper", "version": __version__, "fhir": "/fhir/metadata"}
 
-    unguarded = [f"{sorted(getattr(r, 'methods', []) or [])} {r.path}" for r in app.routes
-                 if isinstance(r, APIRoute) and rule_of(r) is None]
+    check_route_rules(app)
+    return app
+
+
+def check_route_rules(app: FastAPI) -> None:
+    """Deny by default: every API route must name its AccessRule, or the app does not start."""
+    unguarded = [f"{','.join(sorted(r.methods))} {r.path}" for r in api_routes(app)
+                 if r.rule is None]
     if unguarded:
         raise UnguardedRouteError(f"routes without an access rule: {', '.join(unguarded)}")
-    return app

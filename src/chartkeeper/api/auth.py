@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute, Route
 
 from chartkeeper.security.access import (
     Capability,
@@ -231,19 +233,44 @@ DISCLOSURE_REPORT = AccessRule("disclosure-report", AuditAction.READ)
 DEID_EXPORT = AccessRule("deid-export", AuditAction.EXPORT)
 
 
-def rule_of(route: Any) -> AccessRule | None:
-    """The AccessRule a route depends on, if any."""
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return None
-    for dependency in dependant.dependencies:
+@dataclass(frozen=True)
+class ApiRoute:
+    """One API operation as served: full path, methods and the rule it depends on."""
+
+    path: str
+    methods: frozenset[str]
+    rule: AccessRule | None
+
+
+def _rule(dependant: Any) -> AccessRule | None:
+    for dependency in getattr(dependant, "dependencies", None) or []:
         if isinstance(dependency.call, AccessRule):
             return dependency.call
     return None
+
+
+def api_routes(app: Any) -> list[ApiRoute]:
+    """Every APIRoute the app serves, included routers flattened (FastAPI keeps included
+    routers as lazy branches, so ``app.routes`` alone does not list their routes)."""
+    found: list[ApiRoute] = []
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            found.append(ApiRoute(route.path, frozenset(route.methods), _rule(route.dependant)))
+        elif hasattr(route, "effective_route_contexts"):
+            for context in route.effective_route_contexts():
+                original = context.original_route
+                if isinstance(original, APIRoute):
+                    dependant = context.dependant or original.dependant
+                    rule = _rule(dependant) or _rule(original.dependant)
+                    found.append(ApiRoute(context.path, frozenset(original.methods), rule))
+        elif isinstance(route, BaseRoute) and not isinstance(route, Route):
+            # A mount or another kind of route could bypass the rules: refuse to guess.
+            found.append(ApiRoute(getattr(route, "path", repr(route)), frozenset(), None))
+    return found
 
 
 def security_status(exc: SecurityError) -> int:
     return int(getattr(exc, "status", 400))
 
 
-__all__ = ["AccessRule", "RequestAccess", "Role", "access_of", "authenticate", "rule_of"]
+__all__ = ["AccessRule", "RequestAccess", "Role", "access_of", "api_routes", "authenticate"]

@@ -320,7 +320,10 @@ class RecordGuard:
         resource_type = str(resource.get("resourceType"))
         if resource_type in SHARED_TYPES:
             return True
-        return grant.compartment in patients_of(resource)
+        # In the patient's compartment, and naming no other patient anywhere (a Group of
+        # several patients, an Observation whose focus is someone else).
+        return grant.compartment in patients_of(resource) and \
+            referenced_patients(resource) <= {grant.compartment}
 
     def restriction(self, resource: Mapping[str, Any]) -> tuple[bool, frozenset[str]]:
         """(restricted?, the patients it belongs to) for the sensitive-record rule."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,7 +50,7 @@ class SecurityServices:
     issuer: TokenIssuer
     clients: ServiceClientRegistry
     trail: AuditTrail
-    audit_writer: AuditWriter
+    audit_checkpoint_every: int | None
     glass: BreakGlassRegistry
     disclosures: DisclosureLog
     clock: Callable[[], datetime]
@@ -71,7 +72,7 @@ class SecurityServices:
             issuer=issuer,
             clients=ServiceClientRegistry(engine, issuer, hasher),
             trail=trail,
-            audit_writer=AuditWriter(trail, checkpoint_every=settings.audit_checkpoint_every),
+            audit_checkpoint_every=settings.audit_checkpoint_every,
             glass=BreakGlassRegistry(engine, settings.break_glass_max_minutes),
             disclosures=DisclosureLog(engine),
             clock=clock or (lambda: datetime.now(UTC)),
@@ -83,9 +84,27 @@ class SecurityServices:
     def restricted_patients(self) -> frozenset[str]:
         return restricted_patients(self.engine)
 
+    def __post_init__(self) -> None:
+        self._writer: AuditWriter | None = None
+        self._writer_lock = threading.Lock()
+
+    @property
+    def audit_writer(self) -> AuditWriter:
+        """The running group-commit writer, started on first use (after any fork: the app
+        starts it from its lifespan) and again after ``close``."""
+        with self._writer_lock:
+            if self._writer is None or self._writer.closed:
+                self._writer = AuditWriter(self.trail,
+                                           checkpoint_every=self.audit_checkpoint_every)
+            return self._writer
+
     def audit(self, record: AuditRecord) -> int:
         """Append one entry and wait until it is durable (the caller fails closed on error)."""
         return self.audit_writer.write(record)
 
     def close(self) -> None:
-        self.audit_writer.close()
+        """Flush and stop the audit writer (the app's shutdown); it restarts on next use."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
