@@ -255,14 +255,15 @@ def api_routes(app: Any) -> list[ApiRoute]:
     found: list[ApiRoute] = []
     for route in app.routes:
         if isinstance(route, APIRoute):
-            found.append(ApiRoute(route.path, frozenset(route.methods), _rule(route.dependant)))
+            found.append(ApiRoute(route.path, frozenset(route.methods or ()),
+                                   _rule(route.dependant)))
         elif hasattr(route, "effective_route_contexts"):
             for context in route.effective_route_contexts():
                 original = context.original_route
                 if isinstance(original, APIRoute):
                     dependant = context.dependant or original.dependant
                     rule = _rule(dependant) or _rule(original.dependant)
-                    found.append(ApiRoute(context.path, frozenset(original.methods), rule))
+                    found.append(ApiRoute(context.path, frozenset(original.methods or ()), rule))
         elif isinstance(route, BaseRoute) and not isinstance(route, Route):
             # A mount or another kind of route could bypass the rules: refuse to guess.
             found.append(ApiRoute(getattr(route, "path", repr(route)), frozenset(), None))
