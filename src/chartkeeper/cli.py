@@ -15,6 +15,7 @@ from sqlalchemy import false, select
 
 from chartkeeper.security.audit_cli import audit_app
 from chartkeeper.security.cli import open_directory, token_app, users_app
+from chartkeeper.security.deid_cli import deid_app
 from chartkeeper.security.identity import ensure_initial_admin
 from chartkeeper.settings import Settings
 from chartkeeper.store import Store
@@ -25,6 +26,7 @@ app = typer.Typer(help="Chartkeeper health information management.", no_args_is_
 console = Console(stderr=True)
 app.add_typer(users_app, name="users", help="Manage user accounts (passwords from stdin).")
 app.add_typer(token_app, name="token", help="Issue OAuth2 bearer tokens (SMART scopes).")
+app.add_typer(deid_app, name="deid", help="De-identified exports (HIPAA Safe Harbor).")
 app.add_typer(audit_app, name="audit", help="Verify, anchor and report on the audit trail.")
 
 
