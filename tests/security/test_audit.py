@@ -35,6 +35,7 @@ from chartkeeper.security.audit import (
     InvalidAuditRecord,
     audit_checkpoint,
     audit_entry,
+    audit_patient,
     canonical_entry,
     create_audit_schema,
 )
@@ -94,14 +95,15 @@ def tamper(engine: Engine, *statements: Any) -> None:
         if conn.dialect.name == "sqlite":
             names = conn.execute(text(
                 "SELECT name FROM sqlite_master WHERE type = 'trigger' "
-                "AND tbl_name IN ('audit_entry', 'audit_checkpoint')")).scalars().all()
+                "AND tbl_name IN ('audit_entry', 'audit_checkpoint', 'audit_patient')")
+            ).scalars().all()
             for name in names:
                 conn.exec_driver_sql(f'DROP TRIGGER "{name}"')
         else:
             triggers = conn.execute(text(
                 "SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c "
                 "ON c.oid = t.tgrelid WHERE NOT t.tgisinternal "
-                "AND c.relname IN ('audit_entry', 'audit_checkpoint')")).all()
+                "AND c.relname IN ('audit_entry', 'audit_checkpoint', 'audit_patient')")).all()
             for name, table in triggers:
                 conn.exec_driver_sql(f'DROP TRIGGER "{name}" ON "{table}"')
         for statement in statements:
@@ -276,7 +278,7 @@ def test_truncation_that_also_deletes_checkpoints_needs_an_outside_anchor(
     fill(trail, 6)
     anchor = trail.checkpoint()  # the copy the operator shipped off the database server
     tamper(engine, delete(audit_entry).where(audit_entry.c.seq >= 4),
-           delete(audit_checkpoint))
+           delete(audit_patient).where(audit_patient.c.seq >= 4), delete(audit_checkpoint))
 
     # With no checkpoint left in the database, a clean cut of the tail looks like a short chain:
     assert trail.verify().ok
@@ -644,3 +646,20 @@ def test_audit_event_codes_follow_the_action(
         assert "what" not in query
     assert any(a["requestor"] is True for a in event["agent"])
     assert [i for i in validate_resource(event) if i.severity == "error"] == []
+
+
+def test_reports_by_patient_find_multi_patient_entries_and_index_tampering_is_detected(
+        trail: AuditTrail, engine: Engine) -> None:
+    trail.append(None, record(1, patient_id=None,
+                              details={"patients": ["pat-7", "pat-8"], "patientCount": 2}))
+    trail.append(None, record(2, patient_id="pat-8"))
+    trail.append(None, record(3, patient_id="pat-9"))
+    assert [e.seq for e in trail.entries(patient_id="pat-8")] == [1, 2]
+    assert [e.seq for e in trail.entries(patient_id="pat-7")] == [1]
+    assert trail.verify().ok
+    # Hiding an access from a patient's report by removing its index row is detected.
+    tamper(engine, delete(audit_patient).where(audit_patient.c.seq == 1,
+                                               audit_patient.c.patient_id == "pat-7"))
+    result = trail.verify()
+    assert not result.ok and result.first_broken_seq == 1
+    assert result.reason is not None and "patient index" in result.reason

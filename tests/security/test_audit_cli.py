@@ -32,6 +32,7 @@ from chartkeeper.security.audit import (
     AuditTrail,
     audit_checkpoint,
     audit_entry,
+    audit_patient,
     create_audit_schema,
 )
 from chartkeeper.store.engine import make_engine
@@ -187,7 +188,8 @@ def test_an_outside_anchor_catches_a_truncation_that_deleted_the_checkpoints(
         "audit trail intact: 6 entries, 1 checkpoints",
         f"anchor for entry 6 signed at {printed['signed_at']} matches"]
 
-    tamper(engine, delete(audit_entry).where(audit_entry.c.seq >= 4), delete(audit_checkpoint))
+    tamper(engine, delete(audit_entry).where(audit_entry.c.seq >= 4),
+           delete(audit_patient).where(audit_patient.c.seq >= 4), delete(audit_checkpoint))
     # Without the anchor, a clean cut with its checkpoints gone looks like a shorter chain...
     assert audit_cli(home, database_url, "verify").returncode == 0
     # ...the copy kept off the server names an entry that is no longer there.

@@ -111,7 +111,18 @@ audit_checkpoint = Table(
     Column("signature", String(64), nullable=False),
 )
 
-_AUDIT_TABLES = ("audit_entry", "audit_checkpoint")
+# Which patients each entry concerns: its patient_id and the ids in details["patients"] (a
+# search over several patients is one entry). An index for reports by patient, derived from
+# hashed content and checked against it by verify().
+audit_patient = Table(
+    "audit_patient",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("patient_id", String(64), primary_key=True),
+    Index("ix_audit_patient_patient", "patient_id", "seq"),
+)
+
+_AUDIT_TABLES = ("audit_entry", "audit_checkpoint", "audit_patient")
 
 _PG_REFUSE_FUNCTION = """
 CREATE OR REPLACE FUNCTION chartkeeper_audit_refuse_change() RETURNS trigger
@@ -384,6 +395,16 @@ def canonical_entry(values: Mapping[Any, Any]) -> bytes:
         {name: values[name] for name in _HASHED_FIELDS}, option=orjson.OPT_SORT_KEYS)
 
 
+def entry_patients(patient_id: str | None, details_json: str) -> set[str]:
+    """The patients an entry concerns: its patient_id and its details' "patients" list."""
+    found = {patient_id} if patient_id else set()
+    if '"patients"' in details_json:
+        listed = orjson.loads(details_json).get("patients")
+        if isinstance(listed, list):
+            found.update(p for p in listed if isinstance(p, str) and 0 < len(p) <= 64)
+    return found
+
+
 def _instant(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise InvalidAuditRecord(f"{moment!r} has no time zone; audit times are UTC instants")
@@ -499,6 +520,10 @@ class AuditTrail:
                 head_hash, canonical_entry(values))
             rows.append(values)
         conn.execute(insert(audit_entry), rows)
+        patient_rows = [{"seq": row["seq"], "patient_id": pid} for row in rows
+                        for pid in sorted(entry_patients(row["patient_id"], row["details"]))]
+        if patient_rows:
+            conn.execute(insert(audit_patient), patient_rows)
         return [row["seq"] for row in rows]
 
     def checkpoint(self) -> Checkpoint:
@@ -581,6 +606,26 @@ class AuditTrail:
                                                "a checkpoint of the empty chain")
                 checkpoints_checked += 1
                 pending = next(checkpoints, None)
+            expected_index: dict[int, set[str]] = {}
+
+            def index_problem() -> tuple[int, str] | None:
+                """Compare the patient index with the entries of the window just read."""
+                if not expected_index:
+                    return None
+                low, high = min(expected_index), max(expected_index)
+                stored: dict[int, set[str]] = {}
+                for seq, pid in conn.execute(
+                        select(audit_patient.c.seq, audit_patient.c.patient_id)
+                        .where(audit_patient.c.seq >= low, audit_patient.c.seq <= high)):
+                    stored.setdefault(int(seq), set()).add(pid)
+                for seq in sorted(set(expected_index) | set(stored)):
+                    if stored.get(seq, set()) != expected_index.get(seq, set()):
+                        return seq, (f"the patient index of entry {seq} does not match the "
+                                     "entry (rows added or removed: reports by patient would "
+                                     "be wrong)")
+                expected_index.clear()
+                return None
+
             for row in self._stream(conn, audit_entry, [], batch_size):
                 if row.seq != expected_seq:
                     return broken(expected_seq, f"entry {expected_seq} is missing: the entry "
@@ -604,15 +649,26 @@ class AuditTrail:
                     pending = next(checkpoints, None)
                 if anchor is not None and row.seq == anchor.seq:
                     anchor_hash = row.entry_hash
+                expected_index[row.seq] = entry_patients(row.patient_id, row.details)
+                if len(expected_index) >= batch_size and (problem_at := index_problem()):
+                    return broken(*problem_at)
                 prev_hash = computed
                 expected_seq += 1
                 checked += 1
+            if problem_at := index_problem():
+                return broken(*problem_at)
+            orphan = conn.execute(select(func.min(audit_patient.c.seq)).where(
+                audit_patient.c.seq >= expected_seq)).scalar()
             if pending is not None:
                 if problem := check_signature(pending, "checkpoint"):
                     return broken(pending.seq, problem)
                 return broken(expected_seq, f"the chain ends at entry {expected_seq - 1} but "
                                             f"a checkpoint signed at {pending.signed_at} covers "
                                             f"entry {pending.seq}: the tail was truncated")
+        if orphan is not None:
+            return broken(int(orphan), f"the patient index names entry {orphan}, past the end "
+                                       f"of the chain at {expected_seq - 1} (the tail was "
+                                       "truncated)")
         if anchor is not None:
             if anchor_hash is None:
                 return broken(expected_seq, f"the chain ends at entry {expected_seq - 1} but "
@@ -628,7 +684,8 @@ class AuditTrail:
                     ) -> list[ColumnElement[bool]]:
         conditions: list[ColumnElement[bool]] = []
         if patient_id is not None:
-            conditions.append(audit_entry.c.patient_id == patient_id)
+            conditions.append(audit_entry.c.seq.in_(
+                select(audit_patient.c.seq).where(audit_patient.c.patient_id == patient_id)))
         if user_id is not None:
             conditions.append(audit_entry.c.user_id == user_id)
         if action is not None:
