@@ -35,7 +35,7 @@ import ipaddress
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -179,11 +179,28 @@ def create_audit_schema(engine: Engine) -> None:
 
 
 @contextmanager
-def _write_connection(engine: Engine) -> Iterator[Connection]:
-    """A transaction that holds SQLite's write lock from BEGIN (see store.engine)."""
+def _write_connection(engine: Engine, durable: bool = True) -> Iterator[Connection]:
+    """A transaction that holds SQLite's write lock from BEGIN (see store.engine).
+
+    ``durable=False`` commits without waiting for the disk: SQLite ``synchronous=NORMAL`` in
+    WAL mode (the commit survives a crash of the process, not of the machine; restored to
+    FULL before the connection returns to the pool), PostgreSQL ``synchronous_commit=off``.
+    """
     with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn:
-        with conn.begin():
-            yield conn
+        relaxed_sqlite = not durable and conn.dialect.name == "sqlite"
+        # On the driver's connection: through SQLAlchemy the PRAGMA would open a transaction,
+        # and SQLite refuses to change the safety level inside one.
+        raw: Any = conn.connection.driver_connection
+        if relaxed_sqlite:
+            raw.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with conn.begin():
+                if not durable and conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                yield conn
+        finally:
+            if relaxed_sqlite:
+                raw.execute("PRAGMA synchronous=FULL")
 
 
 # ----------------------------------------------------------------------------- errors
@@ -456,7 +473,8 @@ class AuditTrail:
         """
         return self.append_many(conn, [entry])[0]
 
-    def append_many(self, conn: Connection | None, records: Sequence[AuditRecord]) -> list[int]:
+    def append_many(self, conn: Connection | None, records: Sequence[AuditRecord], *,
+                    durable: bool = True) -> list[int]:
         """Append several entries in one transaction and return their seqs, in order.
 
         The same rules as ``append``, for the price of one: one lock, one read of the head and
@@ -468,7 +486,7 @@ class AuditTrail:
         if not records:
             return []
         if conn is None:
-            with _write_connection(self.engine) as own:
+            with _write_connection(self.engine, durable) as own:
                 return self._append_locked(own, records)
         return self._append_locked(conn, records)
 
@@ -769,6 +787,16 @@ class _Submission:
     future: Future[int]
 
 
+# Entries that record looking, not changing: committed before the response leaves, flushed to
+# disk with the next durable commit or checkpoint. Everything else (changes, exports,
+# disclosures, sign-ins, break-the-glass, privilege changes) waits for the disk.
+RELAXED_ACTIONS = frozenset({AuditAction.READ, AuditAction.SEARCH})
+
+
+def needs_fsync(records: Iterable[AuditRecord]) -> bool:
+    return any(record.action not in RELAXED_ACTIONS for record in records)
+
+
 class AuditWriter:
     """Group commit for the audit trail: one thread appends what callers submit, in batches.
 
@@ -907,7 +935,8 @@ class AuditWriter:
 
     def _write(self, batch: list[_Submission]) -> None:
         try:
-            seqs = self.trail.append_many(None, [s.record for s in batch])
+            seqs = self.trail.append_many(None, [s.record for s in batch],
+                                          durable=needs_fsync(s.record for s in batch))
         except Exception as exc:
             _log.warning("audit batch of %d entries failed (%s: %s); retrying each alone",
                          len(batch), type(exc).__name__, exc)
@@ -926,7 +955,8 @@ class AuditWriter:
                 submission.future.set_exception(unavailable)
                 continue
             try:
-                [seq] = self.trail.append_many(None, [submission.record])
+                [seq] = self.trail.append_many(None, [submission.record],
+                                               durable=needs_fsync([submission.record]))
             except Exception as exc:
                 if isinstance(exc, _DATABASE_UNAVAILABLE):
                     unavailable = exc
