@@ -430,3 +430,29 @@ def test_sensitive_records_are_withheld_from_searches_and_refused_on_read(site: 
         assert opened.status_code == 201
         assert client.get("/fhir/Observation/obs-v1").status_code == 200
         assert client.get("/fhir/Observation/obs-a2").status_code == 403  # other patient
+
+
+def test_deidentified_extract_for_analysts_only_without_phi_or_restricted_records(
+        site: Site) -> None:
+    analyst = site.token("analyst-1", Role.analyst)
+    json_header = {"Content-Type": "application/json"}
+    with site.client(analyst) as client:
+        response = client.post("/him/deid-export", json={"patients": ["pat-a", "pat-v"]},
+                               headers=json_header)
+        assert response.status_code == 200, response.text[:300]
+        assert response.headers["content-type"].startswith("application/fhir+ndjson")
+        assert int(response.headers["x-withheld-restricted"]) >= 2  # Part 2 result, VIP, group
+        lines = [json.loads(line) for line in response.text.splitlines() if line]
+        types = sorted(r["resourceType"] for r in lines)
+        assert types.count("Patient") == 1 and "Observation" in types
+        for marker in ("Alpha", "pat-a", "obs-a1", "obs-a2", "Victor", "pat-v"):
+            assert marker not in response.text
+        for bad in ({}, {"patients": []}, {"patients": "pat-a"}, {"patients": [1]},
+                    {"patients": ["x"] * 101}):
+            refused = client.post("/him/deid-export", json=bad, headers=json_header)
+            assert refused.status_code == 400, bad
+        assert client.post("/him/deid-export", json={"patients": ["nobody"]},
+                           headers=json_header).status_code == 400
+    with site.client(site.token("dr-deid", Role.physician)) as client:
+        assert client.post("/him/deid-export", json={"patients": ["pat-a"]},
+                           headers=json_header).status_code == 403

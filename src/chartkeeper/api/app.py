@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chartkeeper import __version__
-from chartkeeper.api import fhir, security_routes
+from chartkeeper.api import deid_routes, fhir, security_routes
 from chartkeeper.api.auth import PUBLIC, RequestAccess, api_routes
 from chartkeeper.security.identity import SecurityError
 from chartkeeper.security.services import SecurityServices
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.state.exports = ExportManager(store, settings.home / "exports")
     app.include_router(fhir.router)
     app.include_router(security_routes.router)
+    app.include_router(deid_routes.router)
 
     @app.middleware("http")
     async def _audit_and_log(request: Request, call_next: Any) -> Response:
@@ -81,7 +82,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     async def _audit(request: Request, status: int) -> bool:
         """Append the request's one audit entry and wait until it is durable."""
         access: RequestAccess | None = getattr(request.state, "access", None)
-        if access is None:
+        if access is None or access.audited and status < 400:
+            # Audited inside the write transaction (a failed request rolled that back).
             return True
         client = request.client.host if request.client else None
         try:

@@ -37,10 +37,21 @@ from chartkeeper.security.identity import (
 )
 from chartkeeper.security.services import SecurityServices
 from chartkeeper.security.tokens import ClientNotFound, TokenInvalid, parse_scopes
+from chartkeeper.store.errors import StoreError
 
 SESSION_COOKIE = "chartkeeper_session"
 SESSION_SCOPES = parse_scopes("user/*.cruds")  # a signed-in user: whatever the role allows
 MAX_AUDITED_PATIENTS = 100
+
+
+class AuditUnavailable(StoreError):
+    """The audit entry could not be written: nothing is given and nothing is changed."""
+
+    status = 503
+    issue_code = "transient"
+
+    def __init__(self) -> None:
+        super().__init__("The access could not be audited, so it was not given; retry")
 
 
 class AuthenticationRequired(AuthenticationError):
@@ -108,6 +119,7 @@ class RequestAccess:
     patients: set[str] = field(default_factory=set)
     details: dict[str, Any] = field(default_factory=dict)
     user_hint: str | None = None  # the name tried at a failed sign-in
+    audited: bool = False  # the entry was appended inside the request's write transaction
 
     def who(self) -> Principal:
         if self.principal is None:
@@ -134,6 +146,18 @@ class RequestAccess:
     def target(self, resource_type: str | None, resource_id: str | None = None) -> None:
         self.resource_type = resource_type
         self.resource_id = resource_id
+
+    def audit_in_transaction(self, conn: Any, status: int, source: str | None) -> None:
+        """Append this request's entry inside its write transaction, so the change and its
+        audit entry commit together or not at all (the middleware then adds nothing)."""
+        record = self.audit_record(status, source)
+        if record is None:
+            return
+        try:
+            self.services.trail.append(conn, record)
+        except Exception as exc:
+            raise AuditUnavailable() from exc
+        self.audited = True
 
     def audit_record(self, status: int, source: str | None) -> AuditRecord | None:
         """The one audit entry of this request (None for unaudited public routes)."""
@@ -247,6 +271,11 @@ def _rule(dependant: Any) -> AccessRule | None:
         if isinstance(dependency.call, AccessRule):
             return dependency.call
     return None
+
+
+def rule_of(route: Any) -> AccessRule | None:
+    """The AccessRule an APIRoute depends on, if any."""
+    return _rule(getattr(route, "dependant", None))
 
 
 def api_routes(app: Any) -> list[ApiRoute]:

@@ -43,6 +43,7 @@ from chartkeeper.security.access import (
     referenced_patients,
     sensitivities,
 )
+from chartkeeper.security.audit import AuditAction
 from chartkeeper.store import Store
 from chartkeeper.store.bundle import BundleProcessor, operation_outcome, parse_etag
 from chartkeeper.store.errors import (
@@ -346,6 +347,21 @@ def _check_write(access: RequestAccess, txn: Txn, method: str, resource_type: st
         existing = txn.match(resource_type, criteria)
     for current in existing:
         guard.check(current, grant, f"{resource_type}/{current['id']}")
+    if len(existing) == 1:
+        access.details["before"] = int(existing[0]["meta"]["versionId"])
+
+
+def _audit_write(request: Request, access: RequestAccess, txn: Txn,
+                 result: WriteResult | None, status: int) -> None:
+    """Append the request's audit entry inside its write transaction: the change and its
+    entry commit together (an entry that cannot be written rolls the change back)."""
+    if result is not None:
+        access.target(result.resource_type, result.resource_id)
+        access.details["after"] = result.version_id
+        if result.resource_type == "Patient":
+            access.patients.add(result.resource_id)
+    client = request.client.host if request.client else None
+    access.audit_in_transaction(txn.conn, status, client)
 
 
 def _shown(access: RequestAccess, grant: Grant, resource: dict[str, Any], what: str) -> None:
@@ -393,10 +409,16 @@ async def batch_or_transaction(request: Request) -> Response:
     bundle = await read_json(request)
     kind = bundle.get("type") if isinstance(bundle, dict) else None
     access.details["bundle"] = kind if isinstance(kind, str) else "invalid"
+    entries = bundle.get("entry") if isinstance(bundle, dict) else None
+    methods = {e.get("request", {}).get("method") for e in entries or []
+               if isinstance(e, dict) and isinstance(e.get("request"), dict)}
+    if entries and methods <= {"GET", "HEAD"}:
+        access.action = AuditAction.SEARCH  # a read-only batch reads, it changes nothing
     processor = BundleProcessor(
         _store(request), lambda txn, url, method: _bundle_get(request, txn, url),
         lambda txn, method, rtype, rid, criteria, resource: _check_write(
-            access, txn, method, rtype, rid, criteria, resource))
+            access, txn, method, rtype, rid, criteria, resource),
+        lambda txn: _audit_write(request, access, txn, None, 200))
     result = await run_in_threadpool(_process_bundle, processor, bundle)
     return fhir_response(result)
 
@@ -740,11 +762,12 @@ async def create(request: Request, resource_type: str) -> Response:
         with _store(request).write() as txn:
             _check_write(access, txn, "POST", resource_type, None, None, resource)
             if if_none_exist:
-                return txn.conditional_create(resource, if_none_exist)
-            return txn.create(resource)
+                result = txn.conditional_create(resource, if_none_exist)
+            else:
+                result = txn.create(resource)
+            _audit_write(request, access, txn, result, 200 if result.unchanged else 201)
+            return result
     result = await run_in_threadpool(run)
-    access.target(resource_type, result.resource_id)
-    access.details["after"] = result.version_id
     if result.unchanged:
         return _write_response(request, result, 200)
     return _write_response(request, result)
@@ -765,10 +788,10 @@ async def conditional_update(request: Request, resource_type: str) -> Response:
     def run() -> WriteResult:
         with _store(request).write() as txn:
             _check_write(access, txn, "PUT", resource_type, None, criteria, resource)
-            return txn.conditional_update(resource_type, criteria, resource, if_match)
+            result = txn.conditional_update(resource_type, criteria, resource, if_match)
+            _audit_write(request, access, txn, result, 201 if result.created else 200)
+            return result
     result = await run_in_threadpool(run)
-    access.target(resource_type, result.resource_id)
-    access.details["after"] = result.version_id
     return _write_response(request, result)
 
 
@@ -784,8 +807,7 @@ def conditional_delete(request: Request, resource_type: str) -> Response:
     with _store(request).write() as txn:
         _check_write(access, txn, "DELETE", resource_type, None, criteria, None)
         results = txn.conditional_delete(resource_type, criteria)
-    if len(results) == 1:
-        access.target(resource_type, results[0].resource_id)
+        _audit_write(request, access, txn, results[0] if len(results) == 1 else None, 204)
     return Response(status_code=204)
 
 
@@ -827,11 +849,12 @@ async def update(request: Request, resource_type: str, resource_id: str) -> Resp
         try:
             with _store(request).write() as txn:
                 _check_write(access, txn, "PUT", resource_type, resource_id, None, resource)
-                return txn.update(resource_type, resource_id, resource, if_match)
+                result = txn.update(resource_type, resource_id, resource, if_match)
+                _audit_write(request, access, txn, result, 201 if result.created else 200)
+                return result
         except IntegrityError as exc:
             raise Conflict(f"{resource_type}/{resource_id} was created concurrently") from exc
     result = await run_in_threadpool(run)
-    access.details["after"] = result.version_id
     return _write_response(request, result)
 
 
@@ -845,6 +868,7 @@ def delete(request: Request, resource_type: str, resource_id: str) -> Response:
     with _store(request).write() as txn:
         _check_write(access, txn, "DELETE", resource_type, resource_id, None, None)
         result = txn.delete(resource_type, resource_id, if_match)
+        _audit_write(request, access, txn, result, 204)
     headers = {"ETag": f'W/"{result.version_id}"'} if not result.unchanged else {}
     return Response(status_code=204, headers=headers)
 

@@ -21,21 +21,27 @@ from chartkeeper.api.auth import (
     DISCLOSURE,
     DISCLOSURE_REPORT,
     SESSION_COOKIE,
+    SESSION_SCOPES,
     SIGN_IN,
     SIGN_OUT,
+    RequestAccess,
     access_of,
     services_of,
 )
-from chartkeeper.security.access import Capability, Forbidden
+from chartkeeper.security.access import Capability, Forbidden, Principal
 from chartkeeper.security.audit import CSV_COLUMNS, AuditAction, InvalidAuditRecord
 from chartkeeper.security.identity import (
     AuthenticationError,
     Role,
     SecurityError,
+    UnknownUser,
+    User,
     check_username,
     normalize_username,
 )
+from chartkeeper.security.services import SecurityServices
 from chartkeeper.security.tokens import (
+    ClientNotFound,
     InvalidClient,
     InvalidScope,
     ScopeNotGranted,
@@ -46,6 +52,7 @@ from chartkeeper.store.errors import InvalidRequest
 router = APIRouter()
 MAX_FORM_BYTES = 64 * 1024
 MAX_AUDIT_PAGE = 1000
+BREAK_GLASS_FIELDS = frozenset({"patient", "reason", "minutes"})
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
@@ -96,6 +103,36 @@ def _username_hint(username: str) -> str | None:
         return None
 
 
+async def _authenticate(access: RequestAccess, services: SecurityServices, username: str,
+                        password: str, totp: str | None) -> User:
+    """Check a password (and TOTP); a refusal is audited as a failed login of the name tried,
+    but only when that name is an account: many passwords look like usernames, and one typed
+    into the name field must not land in the audit trail."""
+    access.user_hint = _username_hint(username)
+    access.action = AuditAction.LOGIN_FAILURE
+    try:
+        user: User = await run_in_threadpool(services.directory.authenticate, username,
+                                             password, totp, services.now())
+    except UnknownUser:
+        access.user_hint = None
+        raise
+    access.user_hint = user.username
+    return user
+
+
+def _signed_in(access: RequestAccess, user: User) -> None:
+    """Audit the rest of the request as the user who just proved who they are (with role)."""
+    access.principal = Principal(user.username, user.role, SESSION_SCOPES, via="password")
+
+
+def _registered_client(services: SecurityServices, client_id: str) -> str | None:
+    """``client_id`` if a client of that id is registered (else it may be a pasted secret)."""
+    try:
+        return services.clients.get(client_id).client_id
+    except ClientNotFound:
+        return None
+
+
 # ------------------------------------------------------------------------------ sign-in
 @router.post("/auth/sign-in", dependencies=[Depends(SIGN_IN)], tags=["auth"])
 async def sign_in(request: Request) -> Response:
@@ -106,16 +143,13 @@ async def sign_in(request: Request) -> Response:
     username = _field(fields, "username") or ""
     password = _field(fields, "password") or ""
     totp = _field(fields, "totp", required=False)
-    access.user_hint = _username_hint(username)
-    access.action = AuditAction.LOGIN_FAILURE
-    user = await run_in_threadpool(services.directory.authenticate, username, password, totp,
-                                   services.now())
+    user = await _authenticate(access, services, username, password, totp)
     if user.must_change_password:
         raise Forbidden("the password must be changed before signing in "
                         "(POST /auth/change-password)")
     token = await run_in_threadpool(services.sessions.start, user, services.now())
     access.action = AuditAction.LOGIN
-    access.user_hint = user.username
+    _signed_in(access, user)
     access.details["session"] = "started"
     response = json_response({"user": user.username, "role": user.role.value,
                               "idleMinutes": services.sessions.policy.idle_minutes})
@@ -146,17 +180,15 @@ async def change_password(request: Request) -> Response:
     password = _field(fields, "password") or ""
     new_password = _field(fields, "newPassword") or ""
     totp = _field(fields, "totp", required=False)
-    access.user_hint = _username_hint(username)
-    access.action = AuditAction.LOGIN_FAILURE
-    user = await run_in_threadpool(services.directory.authenticate, username, password, totp,
-                                   services.now())
+    user = await _authenticate(access, services, username, password, totp)
+    # Signed in: from here a refusal (same or weak new password) is a failed password change.
+    access.action = AuditAction.PRIVILEGE_CHANGE
+    _signed_in(access, user)
+    access.details["change"] = "password"
     if new_password == password:
         raise InvalidRequest("the new password must differ from the old one")
     await run_in_threadpool(services.directory.set_password, user.username, new_password)
     await run_in_threadpool(services.sessions.end_all, user.username, services.now())
-    access.action = AuditAction.PRIVILEGE_CHANGE
-    access.user_hint = user.username
-    access.details["change"] = "password"
     return Response(status_code=204)
 
 
@@ -206,19 +238,23 @@ async def token(request: Request) -> Response:
         client_id, secret = unquote(name), unquote(password)
     if not client_id or not secret:
         return _oauth_error("invalid_client", "client authentication is required", 401)
-    access.user_hint = _username_hint(client_id) or None
     try:
         issued = await run_in_threadpool(services.clients.token_for_client, client_id, secret,
                                          fields.get("scope", ""), services.now())
     except InvalidClient as exc:
+        # Only a registered id is recorded: the "id" may be the secret, pasted in its place.
+        access.user_hint = await run_in_threadpool(_registered_client, services, client_id)
         return _oauth_error("invalid_client", str(exc), 401)
     except (InvalidScope, ScopeNotGranted) as exc:
+        access.user_hint = client_id  # the client authenticated; its request was refused
         return _oauth_error("invalid_scope", str(exc))
     except TokenRequestError as exc:
+        access.user_hint = client_id
         return _oauth_error("invalid_request", str(exc))
     claims = services.issuer.verify(issued)
     access.action = AuditAction.LOGIN
-    access.user_hint = client_id
+    access.principal = Principal(client_id, Role.service, claims.scopes, client_id=client_id,
+                                 via="client_credentials")
     access.details["grant"] = "client_credentials"
     return json_response({
         "access_token": issued, "token_type": "bearer",
@@ -236,6 +272,10 @@ async def break_the_glass(request: Request) -> Response:
     if principal.role is Role.service or principal.compartment_limited:
         raise Forbidden("break-the-glass is for signed-in clinical and HIM users")
     fields = await read_fields(request)
+    unknown = set(fields) - BREAK_GLASS_FIELDS
+    if unknown:
+        raise InvalidRequest(f"unknown break-the-glass fields: {', '.join(sorted(unknown))[:200]}"
+                             f"; expected {', '.join(sorted(BREAK_GLASS_FIELDS))}")
     services = services_of(request)
     minutes = fields.get("minutes", 60)
     if isinstance(minutes, str) and minutes.isdigit():

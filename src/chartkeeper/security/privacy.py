@@ -11,6 +11,7 @@ accounting lists the disclosures of the last six years.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +26,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
     insert,
     select,
 )
@@ -66,6 +66,8 @@ disclosure = Table(
 MIN_REASON_LENGTH = 10
 ACCOUNTING_YEARS = 6
 _FHIR_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+# A released resource: "<ResourceType>/<FHIR id>" (not "Patient/", "/x" or a URL).
+_RELEASED_RESOURCE = re.compile(r"[A-Z][A-Za-z]{0,63}/[A-Za-z0-9\-.]{1,64}")
 
 
 def create_privacy_schema(engine: Engine) -> None:
@@ -151,7 +153,7 @@ class BreakGlassRegistry:
         if until is not None:
             conds.append(break_glass.c.granted_at < require_aware(until, "until"))
         with self.engine.connect() as conn:
-            rows = conn.execute(select(break_glass).where(and_(*conds))
+            rows = conn.execute(select(break_glass).where(*conds)
                                 .order_by(break_glass.c.granted_at.desc(),
                                           break_glass.c.id.desc())).all()
         return [GlassGrant.from_row(r) for r in rows]
@@ -200,7 +202,7 @@ class DisclosureLog:
         description = _text(body.get("description"), "description")
         resources = body.get("resources", [])
         if not isinstance(resources, list) or not all(
-                isinstance(r, str) and r.count("/") == 1 and len(r) <= 130 for r in resources):
+                isinstance(r, str) and _RELEASED_RESOURCE.fullmatch(r) for r in resources):
             raise PrivacyRequestError("resources must be a list of 'Type/id' references")
         moment = require_aware(now)
         disclosed_at = moment

@@ -185,7 +185,8 @@ class BundleProcessor:
     """Runs batch and transaction Bundles against the store."""
 
     def __init__(self, store: Store, search_entry: Callable[[Txn, str, str], dict[str, Any]],
-                 check_write: WriteCheck | None = None) -> None:
+                 check_write: WriteCheck | None = None,
+                 before_commit: Callable[[Txn], None] | None = None) -> None:
         self.store = store
         # Runs a GET entry (read or search) and returns its response entry; given by the API
         # so that searches in a bundle return the same Bundle the REST search would.
@@ -193,6 +194,9 @@ class BundleProcessor:
         # Called before each write entry runs, inside its transaction, with (txn, method,
         # type, id, search criteria, new resource): the API's authorization raises there.
         self.check_write = check_write
+        # Called at the end of a transaction Bundle, inside it (the API appends its audit
+        # entry there, so the changes and their entry commit together).
+        self.before_commit = before_commit
 
     def _check(self, txn: Txn, method: str, rtype: str, rid: str | None, query: str | None,
                resource: Resource | None) -> None:
@@ -235,6 +239,8 @@ class BundleProcessor:
                     responses[req.index] = self._run_entry(txn, req, id_map)
                 except StoreError as exc:
                     raise _entry_error(where, exc) from exc
+            if self.before_commit is not None:
+                self.before_commit(txn)
         return {
             "resourceType": "Bundle",
             "id": new_id(),
