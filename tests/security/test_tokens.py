@@ -438,3 +438,27 @@ def test_cli_refusals_are_one_clear_line(tmp_path: Path) -> None:
     disabled = security_cli(home, "token", "issue", "--user", "bob", "--scope", "user/*.rs")
     assert disabled.returncode == 1 and "disabled" in disabled.stderr
     assert disabled.stdout == ""
+
+
+def test_cli_account_changes_and_token_issues_are_audited_as_privilege_changes(
+        tmp_path: Path) -> None:
+    from chartkeeper.security.audit import AuditKey, AuditTrail
+    from chartkeeper.store.engine import make_engine
+
+    home = tmp_path / "home"
+    password = "Audited-Passphrase-2026"
+    assert security_cli(home, "users", "add", "carol", "--role", "coder",
+                        password=password).returncode == 0
+    assert security_cli(home, "token", "issue", "--user", "carol",
+                        "--scope", "user/*.rs").returncode == 0
+    assert security_cli(home, "users", "disable", "carol").returncode == 0
+    assert security_cli(home, "users", "disable", "nobody").returncode == 1  # nothing changed
+    engine = make_engine(f"sqlite:///{home / 'chartkeeper.sqlite'}")
+    trail = AuditTrail(engine, AuditKey.in_home(home))
+    entries = trail.entries(action="privilege-change")
+    assert [(e.details["account"], e.details["change"]) for e in entries] == [
+        ("carol", "add"), ("carol", "token-issued"), ("carol", "disable")]
+    assert entries[0].details["role"] == "coder" and entries[0].role == "administrator"
+    assert trail.verify().ok
+    assert password not in repr(entries)
+    engine.dispose()

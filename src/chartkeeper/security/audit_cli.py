@@ -167,7 +167,8 @@ def checkpoint(
     typer.echo(document)
 
 
-def _os_user() -> str:
+def os_user() -> str:
+    """Who runs the command: the operator the audit trail names."""
     try:
         return getpass.getuser()
     except (OSError, KeyError):  # no login name and no passwd entry (a bare container)
@@ -183,7 +184,7 @@ def _access_record(patient: str | None, user: str | None, since: str | None,
     parameters = {"patient": "patient", "user": "agent", "since": "date", "until": "date"}
     query = "AuditEvent?" + "&".join(f"{parameters[name]}=" for name in filters)
     return AuditRecord(
-        user_id=_os_user()[:128], role="administrator", action=AuditAction.AUDIT_LOG_ACCESS,
+        user_id=os_user()[:128], role="administrator", action=AuditAction.AUDIT_LOG_ACCESS,
         patient_id=patient, resource_type="AuditEvent",
         source_address=socket.gethostname()[:255] or None,
         details={"via": "cli", "format": report_format.value, "query": query, **filters})

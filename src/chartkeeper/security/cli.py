@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from chartkeeper.security.audit import (
+    AuditAction,
+    AuditKey,
+    AuditRecord,
+    AuditTrail,
+    create_audit_schema,
+)
 from chartkeeper.security.identity import (
     Role,
     SecurityError,
@@ -40,6 +48,25 @@ def open_directory(settings: Settings) -> Iterator[UserDirectory]:
     try:
         create_identity_schema(engine)
         yield UserDirectory(engine, totp_key=load_or_create_key(totp_key_path(settings.home)))
+    finally:
+        engine.dispose()
+
+
+def record_privilege_change(settings: Settings, target: str, change: str,
+                            **details: str | bool | int | None) -> None:
+    """Append a privilege-change entry to the audit trail for an operator's change to an
+    account (ONC 170.315(d)(2)): who (the OS user), whose account, what changed."""
+    from chartkeeper.security.audit_cli import os_user
+
+    engine = make_engine(settings.database_url)
+    try:
+        create_audit_schema(engine)
+        trail = AuditTrail(engine, AuditKey.in_home(settings.home), server_url=settings.base_url)
+        trail.append(None, AuditRecord(
+            user_id=os_user()[:128], role="administrator", action=AuditAction.PRIVILEGE_CHANGE,
+            source_address=socket.gethostname()[:255] or None,
+            details={"via": "cli", "account": target, "change": change,
+                     **{k: v for k, v in details.items() if v is not None}}))
     finally:
         engine.dispose()
 
@@ -81,8 +108,10 @@ def add_user(
 ) -> None:
     """Add a user; the password is read from stdin (or prompted for at a terminal)."""
     password = read_password()
-    with refusals(), open_directory(Settings.from_env()) as directory:
+    settings = Settings.from_env()
+    with refusals(), open_directory(settings) as directory:
         user = directory.add_user(name, role, password, must_change_password=must_change_password)
+    record_privilege_change(settings, user.username, "add", role=user.role.value)
     typer.echo(f"added {user.username} ({user.role.value})")
     if user.requires_second_factor:
         typer.echo(f"{user.role.value} needs a second factor: run "
@@ -97,40 +126,50 @@ def set_password(
 ) -> None:
     """Set a user's password, read from stdin (or prompted for at a terminal)."""
     password = read_password()
-    with refusals(), open_directory(Settings.from_env()) as directory:
+    settings = Settings.from_env()
+    with refusals(), open_directory(settings) as directory:
         user = directory.set_password(name, password, must_change_password=must_change_password)
+    record_privilege_change(settings, user.username, "set-password")
     typer.echo(f"password of {user.username} set")
 
 
 @users_app.command("disable")
 def disable_user(name: Annotated[str, typer.Argument(help="user name")]) -> None:
     """Disable a user: every further sign-in is refused."""
-    with refusals(), open_directory(Settings.from_env()) as directory:
+    settings = Settings.from_env()
+    with refusals(), open_directory(settings) as directory:
         user = directory.disable(name)
+    record_privilege_change(settings, user.username, "disable")
     typer.echo(f"disabled {user.username}")
 
 
 @users_app.command("enable")
 def enable_user(name: Annotated[str, typer.Argument(help="user name")]) -> None:
     """Enable a disabled user again."""
-    with refusals(), open_directory(Settings.from_env()) as directory:
+    settings = Settings.from_env()
+    with refusals(), open_directory(settings) as directory:
         user = directory.enable(name)
+    record_privilege_change(settings, user.username, "enable")
     typer.echo(f"enabled {user.username}")
 
 
 @users_app.command("unlock")
 def unlock_user(name: Annotated[str, typer.Argument(help="user name")]) -> None:
     """Lift a lockout after failed sign-ins."""
-    with refusals(), open_directory(Settings.from_env()) as directory:
+    settings = Settings.from_env()
+    with refusals(), open_directory(settings) as directory:
         user = directory.unlock(name)
+    record_privilege_change(settings, user.username, "unlock")
     typer.echo(f"unlocked {user.username}")
 
 
 @users_app.command("enroll-totp")
 def enroll_totp(name: Annotated[str, typer.Argument(help="user name")]) -> None:
     """Give a user a new authenticator secret; prints the otpauth:// URI once."""
-    with refusals(), open_directory(Settings.from_env()) as directory:
+    settings = Settings.from_env()
+    with refusals(), open_directory(settings) as directory:
         uri = directory.enroll_totp(name)
+    record_privilege_change(settings, name, "enroll-totp")
     typer.echo(uri)
 
 
@@ -185,6 +224,8 @@ def issue_token(
             raise typer.Exit(1)
         token = TokenIssuer.from_settings(settings).issue(
             account.username, account.role, scope, patient=patient, minutes=minutes)
+    record_privilege_change(settings, account.username, "token-issued", scope=scope,
+                            patient=patient, minutes=minutes)
     typer.echo(token)
 
 

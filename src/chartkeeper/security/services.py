@@ -7,14 +7,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 from argon2 import PasswordHasher
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from chartkeeper.security.audit import (
+    RELAXED_ACTIONS,
+    AuditAction,
     AuditKey,
     AuditRecord,
     AuditTrail,
     AuditWriter,
+    audit_entry,
     create_audit_schema,
 )
 from chartkeeper.security.identity import (
@@ -80,6 +84,27 @@ class SecurityServices:
 
     def now(self) -> datetime:
         return self.clock()
+
+    def record_audit_settings(self, settings: Settings) -> bool:
+        """Append an audit-setting-change entry when the settings that shape auditing and
+        access differ from the last ones recorded (checked at every start). True if changed."""
+        current = {
+            "auditCheckpointEvery": settings.audit_checkpoint_every,
+            "auditRelaxedSync": sorted(a.value for a in RELAXED_ACTIONS),
+            "sessionIdleMinutes": settings.session_idle_minutes,
+            "breakGlassMaxMinutes": settings.break_glass_max_minutes,
+        }
+        with self.engine.connect() as conn:
+            last = conn.execute(
+                select(audit_entry.c.details)
+                .where(audit_entry.c.action == AuditAction.AUDIT_SETTING_CHANGE.value)
+                .order_by(audit_entry.c.seq.desc()).limit(1)).scalar()
+        if last is not None and orjson.loads(last).get("settings") == current:
+            return False
+        self.audit(AuditRecord(user_id="chartkeeper", role="system",
+                               action=AuditAction.AUDIT_SETTING_CHANGE,
+                               details={"settings": current, "first": last is None}))
+        return True
 
     def restricted_patients(self) -> frozenset[str]:
         return restricted_patients(self.engine)
