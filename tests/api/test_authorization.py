@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -456,3 +456,15 @@ def test_deidentified_extract_for_analysts_only_without_phi_or_restricted_record
     with site.client(site.token("dr-deid", Role.physician)) as client:
         assert client.post("/him/deid-export", json={"patients": ["pat-a"]},
                            headers=json_header).status_code == 403
+
+
+def test_changed_audit_settings_are_audited_at_start(store: Store, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, store.url)
+    security = make_security(settings, store)
+    for session_minutes in (15, 15, 30):
+        changed = replace(settings, session_idle_minutes=session_minutes)
+        with TestClient(create_app(changed, store, security)):
+            pass
+    entries = security.trail.entries(action="audit-setting-change")
+    assert [e.details["settings"]["sessionIdleMinutes"] for e in entries] == [15, 30]
+    assert entries[0].details["first"] is True

@@ -10,12 +10,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chartkeeper import __version__
-from chartkeeper.api import deid_routes, fhir, security_routes
+from chartkeeper.api import deid_routes, fhir, openapi, security_routes
 from chartkeeper.api.auth import PUBLIC, RequestAccess, api_routes
 from chartkeeper.security.identity import SecurityError
 from chartkeeper.security.services import SecurityServices
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         security.audit_writer  # noqa: B018 - start the writer thread in the serving process
+        await run_in_threadpool(security.record_audit_settings, settings)
         yield
         security.close()  # flush the audit writer
 
@@ -140,6 +142,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         return {"name": "Chartkeeper", "version": __version__, "fhir": "/fhir/metadata"}
 
     check_route_rules(app)
+    openapi.install_openapi(app)
     return app
 
 

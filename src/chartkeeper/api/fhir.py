@@ -58,7 +58,7 @@ from chartkeeper.store.errors import (
     UnsupportedMediaType,
 )
 from chartkeeper.store.export import ExportJob, ExportManager, check_types
-from chartkeeper.store.search import SearchPage, parse_query, restrict_to_patient
+from chartkeeper.store.search import SearchPage, parse_int, parse_query, restrict_to_patient
 from chartkeeper.store.service import HistoryPage, Txn, WriteResult, everything, now_instant
 
 FHIR_JSON = "application/fhir+json"
@@ -95,7 +95,8 @@ async def read_json(request: Request) -> Any:
         )
     limit: int = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and \
+            int(declared) > limit:
         raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -294,13 +295,9 @@ def _history_params(items: list[tuple[str, str]]) -> tuple[str | None, int, int]
         if name == "_since":
             since = value
         elif name == "_count":
-            if not value.isdigit():
-                raise InvalidRequest(f"_count must be a non-negative integer, got '{value}'")
-            count = min(int(value), 1000)
+            count = min(parse_int("_count", value), 1000)
         elif name == "_offset":
-            if not value.isdigit():
-                raise InvalidRequest(f"_offset must be a non-negative integer, got '{value}'")
-            offset = int(value)
+            offset = parse_int("_offset", value)
         elif name in ("_format", "_pretty"):
             continue
         else:
@@ -410,9 +407,10 @@ async def batch_or_transaction(request: Request) -> Response:
     kind = bundle.get("type") if isinstance(bundle, dict) else None
     access.details["bundle"] = kind if isinstance(kind, str) else "invalid"
     entries = bundle.get("entry") if isinstance(bundle, dict) else None
-    methods = {e.get("request", {}).get("method") for e in entries or []
-               if isinstance(e, dict) and isinstance(e.get("request"), dict)}
-    if entries and methods <= {"GET", "HEAD"}:
+    entries = entries if isinstance(entries, list) else []
+    methods = [e["request"].get("method") for e in entries
+               if isinstance(e, dict) and isinstance(e.get("request"), dict)]
+    if entries and all(m in ("GET", "HEAD") for m in methods):
         access.action = AuditAction.SEARCH  # a read-only batch reads, it changes nothing
     processor = BundleProcessor(
         _store(request), lambda txn, url, method: _bundle_get(request, txn, url),

@@ -48,6 +48,7 @@ from chartkeeper.security.tokens import (
     TokenRequestError,
 )
 from chartkeeper.store.errors import InvalidRequest
+from chartkeeper.store.search import parse_int
 
 router = APIRouter()
 MAX_FORM_BYTES = 64 * 1024
@@ -278,7 +279,7 @@ async def break_the_glass(request: Request) -> Response:
                              f"; expected {', '.join(sorted(BREAK_GLASS_FIELDS))}")
     services = services_of(request)
     minutes = fields.get("minutes", 60)
-    if isinstance(minutes, str) and minutes.isdigit():
+    if isinstance(minutes, str) and minutes.isascii() and minutes.isdigit():
         minutes = int(minutes)
     patient = fields.get("patient")
     if isinstance(patient, str) and patient.startswith("Patient/"):
@@ -329,10 +330,8 @@ def audit_entries(request: Request) -> Response:
     unknown = set(params) - set(AUDIT_FILTERS)
     if unknown:
         raise InvalidRequest(f"unknown parameters: {', '.join(sorted(unknown))}")
-    count = params.get("_count", "100")
-    offset = params.get("_offset", "0")
-    if not count.isdigit() or not offset.isdigit():
-        raise InvalidRequest("_count and _offset must be non-negative integers")
+    count = parse_int("_count", params.get("_count", "100"))
+    offset = parse_int("_offset", params.get("_offset", "0"))
     fmt = params.get("_format", "json")
     if fmt not in ("json", "csv"):
         raise InvalidRequest("_format must be json or csv")
@@ -345,8 +344,8 @@ def audit_entries(request: Request) -> Response:
         "since": _instant(params.get("since"), "since"),
         "until": _instant(params.get("until"), "until")}
     try:
-        entries = trail.entries(**filters, limit=min(int(count), MAX_AUDIT_PAGE),
-                                offset=int(offset))
+        entries = trail.entries(**filters, limit=min(count, MAX_AUDIT_PAGE),
+                                offset=offset)
     except InvalidAuditRecord as exc:
         raise InvalidRequest(str(exc)) from exc
     if fmt == "csv":

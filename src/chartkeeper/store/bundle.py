@@ -32,8 +32,8 @@ def parse_etag(value: str | None) -> int | None:
     if value is None or value == "":
         return None
     match = ETAG.match(value.strip())
-    if not match:
-        raise InvalidRequest(f"If-Match value '{value}' is not an ETag like W/\"3\"")
+    if not match or not match.group(1).isascii() or int(match.group(1)) > 2**31 - 1:
+        raise InvalidRequest(f"If-Match value '{value[:40]}' is not an ETag like W/\"3\"")
     return int(match.group(1))
 
 
@@ -70,7 +70,8 @@ def _entry_requests(bundle: Any) -> tuple[str, list[EntryRequest]]:
                                                f"{where}.request")])
         method = request.get("method")
         url = request.get("url")
-        if method not in METHOD_ORDER or not isinstance(url, str) or not url:
+        if not isinstance(method, str) or method not in METHOD_ORDER or \
+                not isinstance(url, str) or not url:
             raise InvalidRequest(
                 f"{where}.request needs a method (GET, POST, PUT, DELETE) and a url",
                 [OutcomeIssue("required", f"method={method!r} url={url!r}", f"{where}.request")],
@@ -82,6 +83,9 @@ def _entry_requests(bundle: Any) -> tuple[str, list[EntryRequest]]:
                                                f"{where}.resource")])
         if method == "PATCH":
             raise InvalidRequest(f"{where}: PATCH is not supported")
+        for header in ("ifMatch", "ifNoneExist", "ifNoneMatch", "ifModifiedSince"):
+            if request.get(header) is not None and not isinstance(request.get(header), str):
+                raise InvalidRequest(f"{where}.request.{header} must be a string")
         try:
             if_match = parse_etag(request.get("ifMatch"))
         except InvalidRequest as exc:

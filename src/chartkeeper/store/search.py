@@ -532,9 +532,14 @@ def _parse_include(value: str, iterate: bool) -> Include:
     return Include(source, param, target, iterate)
 
 
-def _parse_int(name: str, value: str, minimum: int) -> int:
-    if not value.isdigit() or int(value) < minimum:
-        raise InvalidRequest(f"{name} must be an integer ≥ {minimum}, got '{value}'")
+MAX_PAGING_INT = 1_000_000_000  # _count and _offset above this are refused, not overflowed
+
+
+def parse_int(name: str, value: str, minimum: int = 0, maximum: int = MAX_PAGING_INT) -> int:
+    """A paging integer (ASCII digits only) within bounds, or InvalidRequest (400)."""
+    if not value.isascii() or not value.isdigit() or not minimum <= int(value) <= maximum:
+        raise InvalidRequest(f"{name} must be an integer from {minimum} to {maximum}, "
+                             f"got '{value[:40]}'")
     return int(value)
 
 
@@ -545,9 +550,9 @@ def parse_query(resource_type: str | None, params: Sequence[tuple[str, str]]) ->
         if name in ("_format", "_pretty"):
             continue
         if name == "_count":
-            query.count = _parse_int("_count", value, 0)
+            query.count = parse_int("_count", value, 0)
         elif name == "_offset":
-            query.offset = _parse_int("_offset", value, 0)
+            query.offset = parse_int("_offset", value, 0)
         elif name == "_sort":
             for item in value.split(","):
                 desc = item.startswith("-")

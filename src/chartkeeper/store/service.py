@@ -79,6 +79,9 @@ class HistoryEntry:
     resource: Resource | None
 
 
+MAX_VERSION_ID = 2**31 - 1  # the version column is a 4-byte integer
+
+
 @dataclass
 class HistoryPage:
     total: int
@@ -177,8 +180,9 @@ class Txn:
 
     def vread(self, resource_type: str, resource_id: str, version_id: str) -> Resource:
         check_resource_type(resource_type)
-        if not version_id.isdigit():
-            raise NotFound(f"{resource_type}/{resource_id} has no version '{version_id}'")
+        if not version_id.isascii() or not version_id.isdigit() or \
+                int(version_id) > MAX_VERSION_ID:
+            raise NotFound(f"{resource_type}/{resource_id} has no version '{version_id[:40]}'")
         row = self.conn.execute(
             select(schema.resource_version).where(
                 schema.resource_version.c.resource_type == resource_type,
