@@ -24,6 +24,20 @@ class Settings:
     session_idle_minutes: int = 15  # automatic log-off (HIPAA 164.312(a)(2)(iii))
     break_glass_max_minutes: int = 240
     audit_checkpoint_every: int = 10_000  # sign a checkpoint of the audit chain this often
+    # Where the audit trail lives; empty: the store's PostgreSQL database, or for an SQLite
+    # store its own file (see audit_url).
+    audit_database_url: str = ""
+
+    @property
+    def audit_url(self) -> str:
+        """The audit trail's database. With SQLite it is a file of its own, audit.sqlite:
+        every read request appends an entry, and a write to the store's file would make
+        every reader's page cache start cold (a search took three times as long)."""
+        if self.audit_database_url:
+            return self.audit_database_url
+        if self.database_url.startswith("sqlite"):
+            return f"sqlite:///{self.home / 'audit.sqlite'}"
+        return self.database_url
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -46,4 +60,5 @@ class Settings:
                                                        cls.break_glass_max_minutes)),
             audit_checkpoint_every=int(os.environ.get("CHARTKEEPER_AUDIT_CHECKPOINT_EVERY",
                                                       cls.audit_checkpoint_every)),
+            audit_database_url=os.environ.get("CHARTKEEPER_AUDIT_DATABASE_URL", ""),
         )

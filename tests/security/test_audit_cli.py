@@ -49,7 +49,8 @@ class Completed:
 def audit_cli(home: Path, database_url: str, *args: str) -> Completed:
     """``chartkeeper audit ARGS`` through the real command-line app, in this process."""
     env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CHARTKEEPER_")}
-    env.update(CHARTKEEPER_HOME=str(home), CHARTKEEPER_DATABASE_URL=database_url)
+    env.update(CHARTKEEPER_HOME=str(home), CHARTKEEPER_DATABASE_URL=database_url,
+               CHARTKEEPER_AUDIT_DATABASE_URL=database_url)
     result = CliRunner().invoke(app, ["audit", *args], env=env)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
@@ -60,7 +61,8 @@ def audit_process(home: Path, database_url: str, *args: str
                   ) -> subprocess.CompletedProcess[str]:
     """``python -m chartkeeper.cli audit ARGS`` as a separate process, as an operator runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTKEEPER_")}
-    env.update(CHARTKEEPER_HOME=str(home), CHARTKEEPER_DATABASE_URL=database_url)
+    env.update(CHARTKEEPER_HOME=str(home), CHARTKEEPER_DATABASE_URL=database_url,
+               CHARTKEEPER_AUDIT_DATABASE_URL=database_url)
     return subprocess.run([sys.executable, "-m", "chartkeeper.cli", "audit", *args], env=env,
                           capture_output=True, text=True, timeout=300)
 

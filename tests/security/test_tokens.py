@@ -453,7 +453,7 @@ def test_cli_account_changes_and_token_issues_are_audited_as_privilege_changes(
                         "--scope", "user/*.rs").returncode == 0
     assert security_cli(home, "users", "disable", "carol").returncode == 0
     assert security_cli(home, "users", "disable", "nobody").returncode == 1  # nothing changed
-    engine = make_engine(f"sqlite:///{home / 'chartkeeper.sqlite'}")
+    engine = make_engine(f"sqlite:///{home / 'audit.sqlite'}")  # the trail's own file
     trail = AuditTrail(engine, AuditKey.in_home(home))
     entries = trail.entries(action="privilege-change")
     assert [(e.details["account"], e.details["change"]) for e in entries] == [

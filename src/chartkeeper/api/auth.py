@@ -28,7 +28,7 @@ from chartkeeper.security.access import (
     Principal,
     RecordGuard,
 )
-from chartkeeper.security.audit import AuditAction, AuditOutcome, AuditRecord
+from chartkeeper.security.audit import AuditAction, AuditOutcome, AuditRecord, needs_fsync
 from chartkeeper.security.identity import (
     AuthenticationError,
     Role,
@@ -154,7 +154,25 @@ class RequestAccess:
         if record is None:
             return
         try:
-            self.services.trail.append(conn, record)
+            if self.services.audit_shares_store:
+                self.services.trail.append(conn, record)
+            else:
+                # The trail has a file of its own (SQLite): the entry is made durable before
+                # the change commits, so a change is never left without its entry (a commit
+                # failing after this leaves an entry for a change that did not land).
+                self.services.trail.append_many(None, [record], durable=True)
+        except Exception as exc:
+            raise AuditUnavailable() from exc
+        self.audited = True
+
+    def audit_now(self, status: int, source: str | None) -> None:
+        """Append this request's entry from the handler's own thread before it answers (a
+        read's entry then costs one short transaction, not a hop to the writer thread)."""
+        record = self.audit_record(status, source)
+        if record is None:
+            return
+        try:
+            self.services.trail.append_many(None, [record], durable=needs_fsync([record]))
         except Exception as exc:
             raise AuditUnavailable() from exc
         self.audited = True

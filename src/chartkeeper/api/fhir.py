@@ -325,6 +325,8 @@ def _check_write(access: RequestAccess, txn: Txn, method: str, resource_type: st
     current version (compartment and sensitivity) of what is replaced or deleted."""
     interaction: Interaction = {"POST": "c", "PUT": "u", "DELETE": "d"}[method]  # type: ignore[assignment]
     grant = access.permit(resource_type, interaction)
+    if resource_type == "Patient":  # a VIP or restricted label may come or go
+        access.services.forget_restricted_patients()
     guard = access.record_guard()
     if isinstance(resource, dict):
         if not guard.compartment_check(resource, grant):
@@ -359,6 +361,13 @@ def _audit_write(request: Request, access: RequestAccess, txn: Txn,
             access.patients.add(result.resource_id)
     client = request.client.host if request.client else None
     access.audit_in_transaction(txn.conn, status, client)
+
+
+def _answer(request: Request, response: Response) -> Response:
+    """Audit a read-only request from the handler's thread, then give its response."""
+    client = request.client.host if request.client else None
+    access_of(request).audit_now(response.status_code, client)
+    return response
 
 
 def _shown(access: RequestAccess, grant: Grant, resource: dict[str, Any], what: str) -> None:
@@ -483,7 +492,8 @@ def system_search(request: Request) -> Response:
     for rtype in types or ["*"]:
         grant = access.permit(rtype, "s")
     with _store(request).read() as txn:
-        return fhir_response(_search(request, txn, None, items, grant))
+        bundle = _search(request, txn, None, items, grant)
+    return _answer(request, fhir_response(bundle))
 
 
 @router.get("/_history", dependencies=[Depends(FHIR_READ)])
@@ -496,8 +506,8 @@ def system_history(request: Request) -> Response:
     with _store(request).read() as txn:
         page = txn.history(since=since, count=count, offset=offset)
     _filter_history(access, grant, page)
-    return fhir_response(history_bundle(request, page, f"{_base(request)}/_history", items,
-                                        offset, count))
+    return _answer(request, fhir_response(history_bundle(
+        request, page, f"{_base(request)}/_history", items, offset, count)))
 
 
 def _filter_history(access: RequestAccess, grant: Grant, page: HistoryPage,
@@ -685,7 +695,7 @@ def patient_everything(request: Request, patient_id: str) -> Response:
                    "search": {"mode": "match"}} for r in shown],
     }
     _note_withheld(bundle, guard.withheld)
-    return fhir_response(bundle)
+    return _answer(request, fhir_response(bundle))
 
 
 def _note_withheld(bundle: dict[str, Any], withheld: int) -> None:
@@ -711,8 +721,8 @@ def type_history(request: Request, resource_type: str) -> Response:
     with _store(request).read() as txn:
         page = txn.history(resource_type, since=since, count=count, offset=offset)
     _filter_history(access, grant, page)
-    return fhir_response(history_bundle(request, page, f"{_base(request)}/{resource_type}"
-                                        "/_history", items, offset, count))
+    return _answer(request, fhir_response(history_bundle(
+        request, page, f"{_base(request)}/{resource_type}/_history", items, offset, count)))
 
 
 @router.get("/{resource_type}", dependencies=[Depends(FHIR_SEARCH)])
@@ -722,7 +732,8 @@ def search_type(request: Request, resource_type: str) -> Response:
     access.target(resource_type)
     grant = _search_grant(access, resource_type)
     with _store(request).read() as txn:
-        return fhir_response(_search(request, txn, resource_type, _query_items(request), grant))
+        bundle = _search(request, txn, resource_type, _query_items(request), grant)
+    return _answer(request, fhir_response(bundle))
 
 
 @router.post("/{resource_type}/_search", dependencies=[Depends(FHIR_SEARCH)])
@@ -737,10 +748,11 @@ async def search_type_post(request: Request, resource_type: str) -> Response:
         raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded")
     items = _query_items(request) + list(parse_qsl(body, keep_blank_values=True))
 
-    def run() -> dict[str, Any]:
+    def run() -> Response:
         with _store(request).read() as txn:
-            return _search(request, txn, resource_type, items, grant)
-    return fhir_response(await run_in_threadpool(run))
+            bundle = _search(request, txn, resource_type, items, grant)
+        return _answer(request, fhir_response(bundle))
+    return await run_in_threadpool(run)
 
 
 @router.post("/{resource_type}", dependencies=[Depends(FHIR_CREATE)])
@@ -823,7 +835,7 @@ def read(request: Request, resource_type: str, resource_id: str) -> Response:
     headers = {"ETag": etag, "Last-Modified": _http_date(resource["meta"]["lastUpdated"])}
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and parse_etag(if_none_match) == int(version):
-        return Response(status_code=304, headers=headers)
+        return _answer(request, Response(status_code=304, headers=headers))
     items = _query_items(request)
     summary = elements = None
     for name, value in items:
@@ -831,7 +843,8 @@ def read(request: Request, resource_type: str, resource_id: str) -> Response:
             elements = [e.strip() for e in value.split(",") if e.strip()]
         elif name == "_summary":
             summary = value
-    return fhir_response(_apply_elements(resource, elements, summary), 200, headers)
+    return _answer(request, fhir_response(_apply_elements(resource, elements, summary), 200,
+                                          headers))
 
 
 @router.put("/{resource_type}/{resource_id}", dependencies=[Depends(FHIR_UPDATE)])
@@ -892,7 +905,8 @@ def instance_history(request: Request, resource_type: str, resource_id: str) -> 
         raise Forbidden(f"access to {resource_type}/{resource_id} is not permitted")
     _filter_history(access, grant, page, strict=True)
     path = f"{_base(request)}/{resource_type}/{resource_id}/_history"
-    return fhir_response(history_bundle(request, page, path, items, offset, count))
+    return _answer(request, fhir_response(history_bundle(request, page, path, items, offset,
+                                                         count)))
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}",
@@ -906,7 +920,7 @@ def vread(request: Request, resource_type: str, resource_id: str, version_id: st
         resource = _guarded_read(access, grant, txn, resource_type, resource_id, version_id)
     headers = {"ETag": f'W/"{resource["meta"]["versionId"]}"',
                "Last-Modified": _http_date(resource["meta"]["lastUpdated"])}
-    return fhir_response(resource, 200, headers)
+    return _answer(request, fhir_response(resource, 200, headers))
 
 
 # --------------------------------------------------------------------------- capabilities

@@ -538,10 +538,14 @@ class AuditTrail:
                 head_hash, canonical_entry(values))
             rows.append(values)
         conn.execute(insert(audit_entry), rows)
-        patient_rows = [{"seq": row["seq"], "patient_id": pid} for row in rows
+        patient_rows = [(row["seq"], pid) for row in rows
                         for pid in sorted(entry_patients(row["patient_id"], row["details"]))]
         if patient_rows:
-            conn.execute(insert(audit_patient), patient_rows)
+            # executemany straight to the driver: a search page names dozens of patients.
+            marker = "?" if conn.dialect.name == "sqlite" else "%s"
+            conn.exec_driver_sql(
+                f"INSERT INTO audit_patient (seq, patient_id) VALUES ({marker}, {marker})",
+                patient_rows)
         return [row["seq"] for row in rows]
 
     def checkpoint(self) -> Checkpoint:

@@ -67,7 +67,7 @@ def refusals(settings: Settings) -> Iterator[None]:
     except (AuditKeyError, AnchorFileError, InvalidAuditRecord) as exc:
         fail(str(exc))
     except DBAPIError as exc:  # unreachable, refused, or no right to create the audit tables
-        database = make_url(settings.database_url).render_as_string(hide_password=True)
+        database = make_url(settings.audit_url).render_as_string(hide_password=True)
         fail(f"database {database}: {exc.orig if exc.orig is not None else exc}")
 
 
@@ -96,9 +96,9 @@ def _load_key(home: Path, engine: Engine, *, create: bool) -> AuditKey:
 
 @contextmanager
 def open_trail(settings: Settings, *, create_key: bool) -> Iterator[AuditTrail]:
-    """The audit trail in the store database named by the settings (schema created)."""
+    """The site's audit trail (``Settings.audit_url``), schema created."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.audit_url)
     try:
         create_audit_schema(engine)
         key = _load_key(settings.home, engine, create=create_key)

@@ -15,10 +15,7 @@ from rich.table import Table
 
 from chartkeeper.security.audit import (
     AuditAction,
-    AuditKey,
     AuditRecord,
-    AuditTrail,
-    create_audit_schema,
 )
 from chartkeeper.security.identity import (
     Role,
@@ -57,18 +54,17 @@ def record_privilege_change(settings: Settings, target: str, change: str,
     """Append a privilege-change entry to the audit trail for an operator's change to an
     account (ONC 170.315(d)(2)): who (the OS user), whose account, what changed."""
     from chartkeeper.security.audit_cli import os_user
+    from chartkeeper.security.services import open_audit_trail
 
-    engine = make_engine(settings.database_url)
+    trail = open_audit_trail(settings)
     try:
-        create_audit_schema(engine)
-        trail = AuditTrail(engine, AuditKey.in_home(settings.home), server_url=settings.base_url)
         trail.append(None, AuditRecord(
             user_id=os_user()[:128], role="administrator", action=AuditAction.PRIVILEGE_CHANGE,
             source_address=socket.gethostname()[:255] or None,
             details={"via": "cli", "account": target, "change": change,
                      **{k: v for k, v in details.items() if v is not None}}))
     finally:
-        engine.dispose()
+        trail.engine.dispose()
 
 
 @contextmanager

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
@@ -37,13 +38,16 @@ from chartkeeper.security.privacy import (
 )
 from chartkeeper.security.tokens import ServiceClientRegistry, TokenIssuer
 from chartkeeper.settings import Settings
+from chartkeeper.store.engine import make_engine
+
+RESTRICTED_CACHE_SECONDS = 1.0
 
 
-def create_security_schema(engine: Engine) -> None:
-    """Users, sessions, service clients, the audit trail, break-the-glass and disclosures."""
-    create_identity_schema(engine)
+def open_audit_trail(settings: Settings) -> AuditTrail:
+    """The site's audit trail for a command-line tool (its own engine; dispose it after)."""
+    engine = make_engine(settings.audit_url)
     create_audit_schema(engine)
-    create_privacy_schema(engine)
+    return AuditTrail(engine, AuditKey.in_home(settings.home), server_url=settings.base_url)
 
 
 @dataclass
@@ -58,15 +62,21 @@ class SecurityServices:
     glass: BreakGlassRegistry
     disclosures: DisclosureLog
     clock: Callable[[], datetime]
+    _restricted: tuple[float, frozenset[str]] | None = field(default=None, init=False,
+                                                             repr=False)
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine, *, hasher: PasswordHasher | None = None,
               clock: Callable[[], datetime] | None = None) -> SecurityServices:
         """Everything the API needs; key files are created in ``settings.home`` if missing."""
         settings.home.mkdir(parents=True, exist_ok=True)
-        create_security_schema(engine)
+        create_identity_schema(engine)
+        create_privacy_schema(engine)
+        audit_engine = (engine if settings.audit_url == settings.database_url
+                        else make_engine(settings.audit_url))
+        create_audit_schema(audit_engine)
         issuer = TokenIssuer.from_settings(settings)
-        trail = AuditTrail(engine, AuditKey.in_home(settings.home),
+        trail = AuditTrail(audit_engine, AuditKey.in_home(settings.home),
                            server_url=settings.base_url)
         return cls(
             engine=engine,
@@ -94,7 +104,7 @@ class SecurityServices:
             "sessionIdleMinutes": settings.session_idle_minutes,
             "breakGlassMaxMinutes": settings.break_glass_max_minutes,
         }
-        with self.engine.connect() as conn:
+        with self.trail.engine.connect() as conn:
             last = conn.execute(
                 select(audit_entry.c.details)
                 .where(audit_entry.c.action == AuditAction.AUDIT_SETTING_CHANGE.value)
@@ -107,9 +117,25 @@ class SecurityServices:
         return True
 
     def restricted_patients(self) -> frozenset[str]:
-        return restricted_patients(self.engine)
+        """Patients whose whole chart is restricted (VIP, restricted confidentiality).
+
+        Kept for ``RESTRICTED_CACHE_SECONDS`` (a query per request cost as much as the read
+        it guards), and forgotten at once when this process writes a Patient; a label set by
+        another process takes effect within that time.
+        """
+        now = time.monotonic()
+        cached = self._restricted
+        if cached is not None and now - cached[0] < RESTRICTED_CACHE_SECONDS:
+            return cached[1]
+        value = restricted_patients(self.engine)
+        self._restricted = (now, value)
+        return value
+
+    def forget_restricted_patients(self) -> None:
+        self._restricted = None
 
     def __post_init__(self) -> None:
+        self._restricted = None
         self._writer: AuditWriter | None = None
         self._writer_lock = threading.Lock()
 
@@ -133,3 +159,9 @@ class SecurityServices:
             writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
+
+    @property
+    def audit_shares_store(self) -> bool:
+        """Whether the audit trail is in the store's database (PostgreSQL), so a change and
+        its entry can commit in one transaction."""
+        return self.trail.engine is self.engine
