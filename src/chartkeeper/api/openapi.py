@@ -157,7 +157,9 @@ def component_schemas() -> dict[str, Any]:
             "properties": {"patient": {"type": "string",
                                        "description": "a Patient id or 'Patient/<id>'"},
                            "reason": {"type": "string", "minLength": 10, "maxLength": 2000},
-                           "minutes": {"type": "integer", "minimum": 1, "maximum": 60}}},
+                           # The maximum is the site's setting, filled in by build_openapi.
+                           "minutes": {"type": "integer", "minimum": 1}},
+            "additionalProperties": False},
         "GlassGrant": {
             "type": "object",
             "required": ["id", "user", "role", "patient", "reason", "granted", "expires"],
@@ -477,6 +479,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                                description=app.description, routes=app.routes,
                                tags=app.openapi_tags, servers=app.servers)
         complete_openapi(document, api_routes(app))
+        glass = document["components"]["schemas"]["BreakTheGlassRequest"]
+        glass["properties"]["minutes"]["maximum"] = app.state.settings.break_glass_max_minutes
         app.openapi_schema = document
     return app.openapi_schema
 
