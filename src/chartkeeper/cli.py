@@ -14,7 +14,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import false, select
 
 from chartkeeper.security.audit_cli import audit_app
-from chartkeeper.security.cli import open_directory, token_app, users_app
+from chartkeeper.security.cli import (
+    open_directory,
+    record_privilege_change,
+    token_app,
+    users_app,
+)
 from chartkeeper.security.deid_cli import deid_app
 from chartkeeper.security.identity import ensure_initial_admin
 from chartkeeper.settings import Settings
@@ -60,6 +65,7 @@ def init_demo() -> None:
     with open_directory(settings) as directory:
         password = ensure_initial_admin(directory)
     if password is not None:
+        record_privilege_change(settings, "admin", "add", role="administrator", initial=True)
         # Printed once, here; only its argon2id hash is stored. There is no default password.
         typer.echo(f"created user admin (administrator); one-time password: {password}")
         typer.echo("change it at first sign-in; enroll TOTP with "

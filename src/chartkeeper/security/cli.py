@@ -172,11 +172,13 @@ def enroll_totp(name: Annotated[str, typer.Argument(help="user name")]) -> None:
 @users_app.command("init-admin")
 def init_admin() -> None:
     """On a store without users, create `admin` and print its one-time password once."""
-    with refusals(), open_directory(Settings.from_env()) as directory:
+    settings = Settings.from_env()
+    with refusals(), open_directory(settings) as directory:
         password = ensure_initial_admin(directory)
     if password is None:
         errors.print("users already exist; no initial administrator created")
         return
+    record_privilege_change(settings, "admin", "add", role="administrator", initial=True)
     typer.echo(f"created user admin (administrator); one-time password: {password}")
     typer.echo("it must be changed at first sign-in; enroll TOTP with "
                "`chartkeeper users enroll-totp admin`")
