@@ -21,6 +21,7 @@ from chartkeeper.security.identity import (
     PRIVILEGED_ROLES,
     AccountDisabled,
     AccountLocked,
+    AuthenticationError,
     BadCredentials,
     BadSecondFactor,
     InvalidRole,
@@ -533,3 +534,25 @@ def test_session_start_gives_a_random_id(directory: UserDirectory) -> None:
     first, second = Session.start(user, T0), Session.start(user, T0)
     assert first.session_id != second.session_id and len(first.session_id) >= 40
     assert (first.username, first.role, first.last_seen) == ("nora", Role.coder, T0)
+
+
+def test_names_without_an_account_lock_like_real_ones(engine: Engine) -> None:
+    """Else "account locked" after five tries would tell which user names exist."""
+    directory = UserDirectory(engine, PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    directory.add_user("realname", Role.coder, "Real-Account-Passphrase-1")
+    moment = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    answers: dict[str, list[str]] = {}
+    for name in ("realname", "ghostname"):
+        answers[name] = []
+        for _ in range(directory.lockout.threshold + 1):
+            with pytest.raises(AuthenticationError) as refused:
+                directory.authenticate(name, "wrong-password-123", now=moment)
+            answers[name].append(type(refused.value).__mro__[1].__name__
+                                 if type(refused.value) is UnknownUser
+                                 else type(refused.value).__name__)
+    assert answers["realname"] == answers["ghostname"]
+    assert answers["ghostname"][-1] == "AccountLocked"
+    # The lock passes for both alike.
+    later = moment + directory.lockout.first_lock * 2
+    with pytest.raises(BadCredentials):
+        directory.authenticate("ghostname", "wrong-password-123", now=later)

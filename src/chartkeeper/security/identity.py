@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pyotp
 from argon2 import PasswordHasher, profiles
@@ -281,6 +281,16 @@ service_client = Table(
 )
 
 
+# Failed sign-ins under names that have no account, counted like real accounts' failures so
+# that the lockout answers the same for both. Only the count and the lock: never a password.
+unknown_sign_in = Table(
+    "unknown_sign_in",
+    metadata,
+    Column("username", String(64), primary_key=True),  # HMAC-SHA256 of the name, hex
+    Column("failed_attempts", Integer, nullable=False),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+)
+
 user_session = Table(
     "user_session",
     metadata,
@@ -452,6 +462,9 @@ class UserDirectory:
         self.lockout = lockout or LockoutPolicy()
         self.totp_issuer = totp_issuer
         self._totp_cipher = AESGCM(totp_key) if totp_key is not None else None
+        # Keys the hashes of names tried without an account (a per-process key without one).
+        self._name_key = hmac.digest(totp_key or secrets.token_bytes(KEY_BYTES),
+                                     b"chartkeeper unknown sign-in names", "sha256")
         self._dummy_hash: str | None = None
 
     # ----------------------------------------------------------------- administration
@@ -570,10 +583,7 @@ class UserDirectory:
             with self.engine.connect() as conn:
                 row = self._row(conn, name)
         if row is None:
-            # Spend the time of a real verification, so response time reveals nothing.
-            verify_secret(self.hasher, self.dummy_hash, password)
-            log.warning("sign-in refused: unknown username")
-            raise UnknownUser()
+            self._refuse_unknown(name, password, moment)
         locked_until = _utc_or_none(row.locked_until)
         if locked_until is not None and locked_until > moment:
             log.warning("sign-in refused: user %r is locked until %s", name,
@@ -590,6 +600,46 @@ class UserDirectory:
             step = self._matching_totp_step(row, totp_code, moment)
         self._record_success(row, password, step, moment)
         return self.get_user(name)
+
+    def _refuse_unknown(self, name: str, password: str, moment: datetime) -> NoReturn:
+        """Refuse a name with no account exactly as a real one would be refused: the same
+        argon2 time, the same message, and the same lockout after repeated failures (else
+        "account locked" would tell which names exist)."""
+        known_shape = _USERNAME.fullmatch(name) is not None
+        # Counted under a keyed hash: a password typed into the name field must not be
+        # stored (and an unkeyed hash of it could be guessed offline).
+        name = hmac.new(self._name_key, name.encode(), hashlib.sha256).hexdigest()
+        if known_shape:
+            with self.engine.connect() as conn:
+                tried = conn.execute(select(unknown_sign_in).where(
+                    unknown_sign_in.c.username == name)).first()
+            locked_until = _utc_or_none(tried.locked_until) if tried is not None else None
+            if locked_until is not None and locked_until > moment:
+                raise AccountLocked(locked_until)
+        # Spend the time of a real verification, so response time reveals nothing.
+        verify_secret(self.hasher, self.dummy_hash, password)
+        log.warning("sign-in refused: unknown username")
+        if known_shape:
+            with write_transaction(self.engine) as conn:
+                updated = conn.execute(update(unknown_sign_in).where(
+                    unknown_sign_in.c.username == name).values(
+                    failed_attempts=unknown_sign_in.c.failed_attempts + 1)).rowcount
+                if not updated:
+                    try:
+                        with conn.begin_nested():  # a concurrent first failure may win
+                            conn.execute(insert(unknown_sign_in).values(
+                                username=name, failed_attempts=1, locked_until=None))
+                    except IntegrityError:
+                        conn.execute(update(unknown_sign_in).where(
+                            unknown_sign_in.c.username == name).values(
+                            failed_attempts=unknown_sign_in.c.failed_attempts + 1))
+                failures = int(conn.execute(select(unknown_sign_in.c.failed_attempts).where(
+                    unknown_sign_in.c.username == name)).scalar_one())
+                lock = self.lockout.lock_duration(failures)
+                if lock is not None:
+                    conn.execute(update(unknown_sign_in).where(
+                        unknown_sign_in.c.username == name).values(locked_until=moment + lock))
+        raise UnknownUser()
 
     @property
     def dummy_hash(self) -> str:
