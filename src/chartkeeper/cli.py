@@ -25,6 +25,7 @@ from chartkeeper.security.identity import ensure_initial_admin
 from chartkeeper.settings import Settings
 from chartkeeper.store import Store
 from chartkeeper.store.importer import Importer, find_files
+from chartkeeper.synth.cli import generate_command
 
 app = typer.Typer(help="Chartkeeper health information management.", no_args_is_help=True,
                   add_completion=False)
@@ -33,6 +34,7 @@ app.add_typer(users_app, name="users", help="Manage user accounts (passwords fro
 app.add_typer(token_app, name="token", help="Issue OAuth2 bearer tokens (SMART scopes).")
 app.add_typer(deid_app, name="deid", help="De-identified exports (HIPAA Safe Harbor).")
 app.add_typer(audit_app, name="audit", help="Verify, anchor and report on the audit trail.")
+app.command("generate")(generate_command)
 
 
 def open_store(settings: Settings) -> Store:

@@ -1,0 +1,261 @@
+"""Disease modules: who has hypertension and type 2 diabetes, and the visits, vitals, labs and
+medications that follow from it."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from chartkeeper.synth.people import Person
+
+# --- prevalence ---------------------------------------------------------------------------
+# Hypertension (systolic >= 130 or diastolic >= 80 mmHg, or taking medication), adults:
+# Ostchega Y. et al., "Hypertension Prevalence Among Adults Aged 18 and Over: United States,
+# 2017-2018", NCHS Data Brief No. 364 (NHANES 2017-2018): 22.4% at 18-39, 54.5% at 40-59,
+# 74.5% at 60 and over; men 51.0%, women 39.7%.
+HYPERTENSION_BY_AGE: tuple[tuple[int, int, float], ...] = (
+    (18, 40, 0.224), (40, 60, 0.545), (60, 200, 0.745))
+HYPERTENSION_MEN_TO_WOMEN = 51.0 / 39.7
+# Diabetes (diagnosed and undiagnosed), adults: CDC National Diabetes Statistics Report
+# (NHANES 2017-2020): 4.8% at 18-44, 18.9% at 45-64, 29.2% at 65 and over. The report finds
+# it somewhat more common in men; the men-to-women ratio below (1.15) is an approximation of
+# that. About 90-95% of diabetes is type 2, and this module models only type 2, with every
+# case diagnosed (undiagnosed diabetes is not modelled yet).
+DIABETES_BY_AGE: tuple[tuple[int, int, float], ...] = (
+    (18, 45, 0.048), (45, 65, 0.189), (65, 200, 0.292))
+DIABETES_MEN_TO_WOMEN = 1.15
+
+
+def _band_rate(bands: tuple[tuple[int, int, float], ...], age: int) -> float:
+    for low, high, rate in bands:
+        if low <= age < high:
+            return rate
+    return 0.0
+
+
+def _by_sex(rate: float, men_to_women: float, gender: str) -> float:
+    """Split a both-sexes rate into men's and women's so that an even mix keeps the mean."""
+    factor = 2 * men_to_women / (1 + men_to_women) if gender == "male" else 2 / (1 + men_to_women)
+    return min(0.95, rate * factor)
+
+
+def hypertension_prevalence(age: int, gender: str) -> float:
+    return _by_sex(_band_rate(HYPERTENSION_BY_AGE, age), HYPERTENSION_MEN_TO_WOMEN, gender)
+
+
+def diabetes_prevalence(age: int, gender: str) -> float:
+    return _by_sex(_band_rate(DIABETES_BY_AGE, age), DIABETES_MEN_TO_WOMEN, gender)
+
+
+# --- codes --------------------------------------------------------------------------------
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+UCUM = "http://unitsofmeasure.org"
+
+
+@dataclass(frozen=True)
+class Disease:
+    key: str
+    icd10cm: str  # dotted, as FHIR writes ICD-10-CM
+    icd10cm_display: str
+    snomed: str
+    snomed_display: str
+
+
+HYPERTENSION = Disease("hypertension", "I10", "Essential (primary) hypertension",
+                       "59621000", "Essential hypertension (disorder)")
+DIABETES = Disease("type-2-diabetes", "E11.9", "Type 2 diabetes mellitus without complications",
+                   "44054006", "Diabetes mellitus type 2 (disorder)")
+
+
+@dataclass(frozen=True)
+class Drug:
+    rxnorm: str
+    display: str
+    dosage: str
+
+
+LISINOPRIL = Drug("314076", "lisinopril 10 MG Oral Tablet", "1 tablet by mouth once daily")
+HYDROCHLOROTHIAZIDE = Drug("310798", "Hydrochlorothiazide 25 MG Oral Tablet",
+                           "1 tablet by mouth once daily")
+METFORMIN = Drug("860975", "24 HR Metformin hydrochloride 500 MG Extended Release Oral Tablet",
+                 "1 tablet by mouth once daily with the evening meal")
+
+
+@dataclass(frozen=True)
+class Measure:
+    loinc: str
+    display: str
+    unit: str  # UCUM code, also shown as the unit
+    category: str  # "vital-signs" or "laboratory"
+
+
+BP_PANEL = Measure("85354-9", "Blood pressure panel with all children optional", "mm[Hg]",
+                   "vital-signs")
+SYSTOLIC = Measure("8480-6", "Systolic blood pressure", "mm[Hg]", "vital-signs")
+DIASTOLIC = Measure("8462-4", "Diastolic blood pressure", "mm[Hg]", "vital-signs")
+HEART_RATE = Measure("8867-4", "Heart rate", "/min", "vital-signs")
+HEIGHT = Measure("8302-2", "Body height", "cm", "vital-signs")
+WEIGHT = Measure("29463-7", "Body weight", "kg", "vital-signs")
+BMI = Measure("39156-5", "Body mass index (BMI) [Ratio]", "kg/m2", "vital-signs")
+HBA1C = Measure("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", "laboratory")
+GLUCOSE = Measure("2345-7", "Glucose [Mass/volume] in Serum or Plasma", "mg/dL", "laboratory")
+
+
+# --- the course of a patient --------------------------------------------------------------
+@dataclass(frozen=True)
+class Diagnosis:
+    disease: Disease
+    onset: date
+
+
+@dataclass
+class Visit:
+    """One ambulatory encounter and what was measured, diagnosed and ordered at it."""
+
+    day: date
+    kind: str  # "check-up" or "follow-up"
+    reasons: list[Disease] = field(default_factory=list)
+    # (measure, value); the blood pressure panel is (BP_PANEL, (systolic, diastolic)).
+    results: list[tuple[Measure, float | tuple[float, float]]] = field(default_factory=list)
+    diagnosed: list[Diagnosis] = field(default_factory=list)
+    orders: list[tuple[Drug, Disease]] = field(default_factory=list)
+
+
+@dataclass
+class Course:
+    diagnoses: list[Diagnosis]
+    visits: list[Visit]
+
+
+HISTORY_YEARS = 3  # encounters cover the last three years before the as-of date
+
+
+def _onset(rng: random.Random, person: Person, as_of: date, earliest_age: int) -> date:
+    age = person.age_on(as_of)
+    onset_age = rng.randint(max(earliest_age, age - 20), age)
+    day = person.birth_date + timedelta(days=onset_age * 365 + rng.randrange(0, 365))
+    return min(day, as_of - timedelta(days=1))
+
+
+def assign_diagnoses(rng: random.Random, person: Person, as_of: date) -> list[Diagnosis]:
+    """The conditions this person truly has on ``as_of``, each with its onset date."""
+    age = person.age_on(as_of)
+    diagnoses = []
+    if rng.random() < hypertension_prevalence(age, person.gender):
+        diagnoses.append(Diagnosis(HYPERTENSION, _onset(rng, person, as_of, 18)))
+    if rng.random() < diabetes_prevalence(age, person.gender):
+        diagnoses.append(Diagnosis(DIABETES, _onset(rng, person, as_of, 18)))
+    return diagnoses
+
+
+def _clip(value: float, low: float, high: float) -> float:
+    return max(low, min(high, value))
+
+
+def _body(rng: random.Random, person: Person, age: int, diabetic: bool) -> tuple[float, float]:
+    """Height (cm) and weight (kg): adult heights and BMI near NHANES means; children on a
+    rough growth curve."""
+    male = person.gender == "male"
+    if age >= 18:
+        height = _clip(rng.gauss(175.4 if male else 161.5, 7.3), 140, 205)
+        bmi = _clip(rng.gauss(32.5 if diabetic else 29.0, 5.5), 17, 55)
+        return round(height, 1), round(bmi * (height / 100) ** 2, 1)
+    if age < 1:
+        return round(rng.gauss(65, 5), 1), round(rng.gauss(7, 1.2), 1)
+    height = (75 + 6.2 * age if age < 13 else 152 + (age - 13) * (5 if male else 2))
+    weight = (8 + 2.6 * age if age < 13 else 42 + (age - 13) * (6 if male else 3))
+    return round(rng.gauss(height, 4), 1), round(_clip(rng.gauss(weight, weight * 0.12), 5, 150), 1)
+
+
+def _vitals(rng: random.Random, person: Person, day: date, active: set[str],
+            treated: set[str]) -> list[tuple[Measure, float | tuple[float, float]]]:
+    age = person.age_on(day)
+    height, weight = _body(rng, person, age, DIABETES.key in active)
+    results: list[tuple[Measure, float | tuple[float, float]]] = [
+        (HEIGHT, height), (WEIGHT, weight)]
+    if age >= 2:
+        results.append((BMI, round(weight / (height / 100) ** 2, 1)))
+    if age >= 3:
+        if HYPERTENSION.key in active:
+            mean = (134.0, 82.0) if HYPERTENSION.key in treated else (148.0, 91.0)
+        elif age < 18:
+            mean = (105.0, 65.0)
+        else:
+            mean = (117.0, 74.0)
+        systolic = round(_clip(rng.gauss(mean[0], 10), 85, 200))
+        diastolic = round(_clip(rng.gauss(mean[1], 8), 45, min(120, systolic - 20)))
+        results.append((BP_PANEL, (systolic, diastolic)))
+    heart_rate = rng.gauss(74 if age >= 18 else 90 if age >= 3 else 120, 10)
+    results.append((HEART_RATE, round(_clip(heart_rate, 45, 170))))
+    return results
+
+
+def _labs(rng: random.Random, active: set[str], treated: set[str]
+          ) -> list[tuple[Measure, float | tuple[float, float]]]:
+    if DIABETES.key not in active:
+        return [(HBA1C, round(_clip(rng.gauss(5.4, 0.3), 4.3, 6.4), 1)),
+                (GLUCOSE, round(_clip(rng.gauss(92, 9), 65, 125)))]
+    a1c = rng.gauss(7.2, 0.9) if DIABETES.key in treated else rng.gauss(8.1, 1.3)
+    return [(HBA1C, round(_clip(a1c, 6.5, 14.0), 1)),
+            (GLUCOSE, round(_clip(rng.gauss(150 if DIABETES.key in treated else 185, 35),
+                                  100, 450)))]
+
+
+def _visit_days(rng: random.Random, start: date, end: date, every: int) -> list[date]:
+    days = []
+    day = start + timedelta(days=rng.randrange(0, every))
+    while day < end:
+        days.append(day)
+        day += timedelta(days=every + rng.randrange(-30, 31))
+    return days
+
+
+def build_course(rng: random.Random, person: Person, as_of: date) -> Course:
+    """Diagnoses and the last three years of ambulatory visits for one person."""
+    diagnoses = assign_diagnoses(rng, person, as_of)
+    window_start = max(as_of - timedelta(days=365 * HISTORY_YEARS), person.birth_date)
+    visits = {day: Visit(day, "check-up")
+              for day in _visit_days(rng, window_start, as_of, 365)}
+    for diagnosis in diagnoses:
+        first = max(diagnosis.onset, window_start)
+        for day in _visit_days(rng, first, as_of, 182):
+            visits.setdefault(day, Visit(day, "follow-up"))
+        if diagnosis.onset >= window_start:
+            visits[diagnosis.onset] = visits.get(diagnosis.onset, Visit(diagnosis.onset,
+                                                                         "follow-up"))
+    # Conditions older than the window are already treated (controlled values); every
+    # condition gets its medication ordered at its first visit in the window.
+    treated: set[str] = {d.disease.key for d in diagnoses if d.onset < window_start}
+    ordered: set[str] = set()
+    for day in sorted(visits):
+        visit = visits[day]
+        active = {d.disease.key for d in diagnoses if d.onset <= day}
+        for diagnosis in diagnoses:
+            if diagnosis.onset == day:
+                visit.diagnosed.append(diagnosis)
+        if active and visit.kind == "follow-up":
+            visit.reasons = [d.disease for d in diagnoses if d.disease.key in active]
+        visit.results = _vitals(rng, person, day, active, treated)
+        if person.age_on(day) >= 18 and (visit.kind == "check-up" or DIABETES.key in active):
+            visit.results.extend(_labs(rng, active, treated))
+        for diagnosis in diagnoses:
+            key = diagnosis.disease.key
+            if key in active and key not in ordered:
+                visit.orders.append((_first_line_drug(rng, diagnosis.disease, active),
+                                     diagnosis.disease))
+                ordered.add(key)
+                treated.add(key)
+    return Course(diagnoses, [visits[day] for day in sorted(visits)])
+
+
+def _first_line_drug(rng: random.Random, disease: Disease, active: set[str]) -> Drug:
+    if disease is DIABETES:
+        return METFORMIN
+    # An ACE inhibitor is preferred with diabetes; otherwise ACE inhibitor or thiazide.
+    if DIABETES.key in active or rng.random() < 0.6:
+        return LISINOPRIL
+    return HYDROCHLOROTHIAZIDE
