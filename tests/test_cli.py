@@ -95,6 +95,15 @@ def test_init_demo_creates_the_store_and_a_one_time_admin_password_once(tmp_path
     password = first.stdout.split("one-time password: ")[1].split()[0]
     assert len(password) >= 12
     assert password.encode() not in (home / "chartkeeper.sqlite").read_bytes()
+    # The demo hospital is generated and imported once; its answer key stays out of the store.
+    assert "created=" in first.stderr and "rejected=0" in first.stderr
+    store = store_of(home)
+    with store.read() as txn:
+        patients = txn.search_params("Patient", [("_summary", "count")]).total
+    store.dispose()
+    assert patients == 500
+    assert (home / "demo" / "answer-key.ndjson").exists()
     second = chartkeeper(home, "init-demo")
     assert second.returncode == 0, second.stderr
     assert "one-time password" not in second.stdout
+    assert "already holds data" in second.stderr

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -59,8 +61,15 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127
                 access_log=False)
 
 
+DEMO_PATIENTS = 500
+DEMO_SEED = 20261129
+
+
 @app.command("init-demo")
-def init_demo() -> None:
+def init_demo(
+    patients: Annotated[int, typer.Option(
+        "--patients", help="patients in the demo hospital", min=1)] = DEMO_PATIENTS,
+) -> None:
     """Create the embedded store if missing and load the demo hospital when it is empty."""
     settings = Settings.from_env()
     store = open_store(settings)
@@ -75,8 +84,29 @@ def init_demo() -> None:
     if not store.is_empty():
         console.print(f"store {settings.database_url} already holds data; nothing loaded")
         return
-    console.print(f"created store {settings.database_url}; no demo data ships yet "
-                  "(the synthetic hospital generator will provide it)")
+    load_demo_hospital(settings, store, patients)
+
+
+def load_demo_hospital(settings: Settings, store: Store, patients: int) -> None:
+    """Generate the synthetic demo hospital and import it. Its answer key (the true
+    diagnoses) is kept in $CHARTKEEPER_HOME/demo/ for measuring, never in the store."""
+    from chartkeeper.synth.generate import generate
+
+    with tempfile.TemporaryDirectory(dir=settings.home) as scratch:
+        out = Path(scratch) / "hospital"
+        console.print(f"generating the demo hospital: {patients} synthetic patients")
+        generate(out, patients, DEMO_SEED)
+        files = find_files([out / "bundles"])
+        total = Importer(store, workers=default_workers()).import_files(files)
+        keep = settings.home / "demo"
+        keep.mkdir(exist_ok=True)
+        shutil.copyfile(out / "answer-key.ndjson", keep / "answer-key.ndjson")
+    for problem in total.problems[:20]:
+        console.print(f"[yellow]rejected:[/yellow] {problem}")
+    console.print(f"loaded the demo hospital into {settings.database_url}: "
+                  f"created={total.created} rejected={total.rejected}")
+    if total.rejected:
+        raise typer.Exit(1)
 
 
 def default_workers() -> int:
