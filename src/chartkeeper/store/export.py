@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 import uuid
@@ -17,6 +18,9 @@ from chartkeeper.store.errors import InvalidRequest, NotFound
 from chartkeeper.store.service import Store, compartment_members, normalize_instant, now_instant
 
 NDJSON_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -162,7 +166,7 @@ class ExportManager:
         except Exception as exc:  # a failed job reports its error on the status URL
             job.status = "error"
             job.errors.append(f"{type(exc).__name__}: {exc}")
-            raise
+            log.error("export %s failed: %s", job.id, type(exc).__name__)
 
     def _write_rows(self, job: ExportJob, rows: Any, counts: dict[str, int],
                     handles: dict[str, Any]) -> None:
