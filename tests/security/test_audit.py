@@ -11,13 +11,12 @@ import hashlib
 import io
 import stat
 import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, func, insert, select, text, update
+from sqlalchemy import Engine, delete, insert, update
 from sqlalchemy.exc import DBAPIError
 
 from chartkeeper.fhir.validation import validate_resource
@@ -28,7 +27,6 @@ from chartkeeper.security.audit import (
     AuditKey,
     AuditKeyError,
     AuditOutcome,
-    AuditRecord,
     AuditTrail,
     AuditTransactionError,
     Checkpoint,
@@ -36,32 +34,20 @@ from chartkeeper.security.audit import (
     audit_checkpoint,
     audit_entry,
     audit_patient,
-    canonical_entry,
     create_audit_schema,
 )
 from chartkeeper.store import Store
-from chartkeeper.store.engine import WRITE_OPTION, make_engine
+from chartkeeper.store.engine import WRITE_OPTION
+from tests.security.audit_support import (
+    FakeClock,
+    entry_count,
+    plain_sha256,
+    record,
+    stored,
+    tamper,
+)
 
 # --------------------------------------------------------------------------- fixtures
-
-
-class FakeClock:
-    """A clock the tests move by hand, so report filters on ``recorded`` are exact."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_audit_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
@@ -74,51 +60,9 @@ def trail(engine: Engine, key: AuditKey) -> AuditTrail:
     return AuditTrail(engine, key, clock=FakeClock())
 
 
-def record(n: int, **changes: Any) -> AuditRecord:
-    values: dict[str, Any] = {
-        "user_id": "dr-okafor", "role": "physician", "action": AuditAction.READ,
-        "patient_id": "pat-1", "resource_type": "Observation", "resource_id": f"obs-{n}",
-        "source_address": "10.1.2.3", "details": {"n": n},
-    }
-    values.update(changes)
-    return AuditRecord(**values)
-
-
 def fill(trail: AuditTrail, count: int) -> None:
     for n in range(count):
         trail.append(None, record(n))
-
-
-def tamper(engine: Engine, *statements: Any) -> None:
-    """Drop the audit triggers, as an attacker with DDL rights would, then run ``statements``."""
-    with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
-        if conn.dialect.name == "sqlite":
-            names = conn.execute(text(
-                "SELECT name FROM sqlite_master WHERE type = 'trigger' "
-                "AND tbl_name IN ('audit_entry', 'audit_checkpoint', 'audit_patient')")
-            ).scalars().all()
-            for name in names:
-                conn.exec_driver_sql(f'DROP TRIGGER "{name}"')
-        else:
-            triggers = conn.execute(text(
-                "SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c "
-                "ON c.oid = t.tgrelid WHERE NOT t.tgisinternal "
-                "AND c.relname IN ('audit_entry', 'audit_checkpoint', 'audit_patient')")).all()
-            for name, table in triggers:
-                conn.exec_driver_sql(f'DROP TRIGGER "{name}" ON "{table}"')
-        for statement in statements:
-            conn.execute(statement)
-
-
-def stored(engine: Engine, seq: int) -> dict[str, Any]:
-    with engine.connect() as conn:
-        row = conn.execute(select(audit_entry).where(audit_entry.c.seq == seq)).one()
-    return dict(row._mapping)
-
-
-def entry_count(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(audit_entry)).scalar_one())
 
 
 # --------------------------------------------------------------------------- appending
@@ -292,10 +236,6 @@ def test_truncation_that_also_deletes_checkpoints_needs_an_outside_anchor(
     assert not result.ok and result.reason is not None and "invalid signature" in result.reason
 
 
-def _plain_sha256(prev_hash: str, values: dict[str, Any]) -> str:
-    return hashlib.sha256(prev_hash.encode() + canonical_entry(values)).hexdigest()
-
-
 def test_forged_entry_with_plain_sha256_is_detected(trail: AuditTrail, engine: Engine) -> None:
     fill(trail, 4)
     head = stored(engine, 4)
@@ -303,7 +243,7 @@ def test_forged_entry_with_plain_sha256_is_detected(trail: AuditTrail, engine: E
         **head, "seq": 5, "user_id": "dr-okafor", "action": "read", "patient_id": "pat-2",
         "resource_id": "obs-covering-up", "details": "{}", "prev_hash": head["entry_hash"],
     }
-    forged["entry_hash"] = _plain_sha256(head["entry_hash"], forged)
+    forged["entry_hash"] = plain_sha256(head["entry_hash"], forged)
     tamper(engine, insert(audit_entry).values(**forged))
 
     result = trail.verify()
@@ -322,7 +262,7 @@ def test_rewritten_chain_with_plain_sha256_is_detected(trail: AuditTrail,
         if seq == 2:
             row["patient_id"] = "pat-other"
         row["prev_hash"] = prev_hash
-        row["entry_hash"] = prev_hash = _plain_sha256(prev_hash, row)
+        row["entry_hash"] = prev_hash = plain_sha256(prev_hash, row)
         statements.append(update(audit_entry).where(audit_entry.c.seq == seq).values(**row))
     tamper(engine, *statements)
 

@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from chartkeeper.security.audit import (
     create_audit_schema,
 )
 from chartkeeper.store.engine import make_engine
-from tests.security.test_audit import FakeClock, _plain_sha256, record, stored, tamper
+from tests.security.audit_support import FakeClock, plain_sha256, record, stored, tamper
 
 
 @dataclass(frozen=True)
@@ -70,14 +70,6 @@ def audit_process(home: Path, database_url: str, *args: str
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_audit_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
@@ -141,7 +133,7 @@ def _forge_an_entry(engine: Engine) -> int:
     head = stored(engine, 8)
     forged: dict[str, Any] = {**head, "seq": 9, "patient_id": "pat-2", "details": "{}",
                               "prev_hash": head["entry_hash"]}
-    forged["entry_hash"] = _plain_sha256(head["entry_hash"], forged)
+    forged["entry_hash"] = plain_sha256(head["entry_hash"], forged)
     tamper(engine, insert(audit_entry).values(**forged))
     return 9
 

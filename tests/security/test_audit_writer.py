@@ -41,14 +41,6 @@ from chartkeeper.store.engine import WRITE_OPTION, make_engine
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_audit_schema(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def key(tmp_path: Path) -> AuditKey:
     return AuditKey(tmp_path / "home" / "audit.key")
 
