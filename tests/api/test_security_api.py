@@ -18,6 +18,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -37,7 +38,7 @@ from chartkeeper.api.auth import SESSION_COOKIE
 from chartkeeper.security.access import ACT_CODE
 from chartkeeper.security.audit import CSV_COLUMNS, AuditEntry
 from chartkeeper.security.identity import BAD_CREDENTIALS_MESSAGE, Role, app_user
-from chartkeeper.security.services import SecurityServices
+from chartkeeper.security.services import ACCOUNT_RECHECK_SECONDS, SecurityServices
 from chartkeeper.security.tokens import TokenIssuer, signing_key_path
 from chartkeeper.settings import Settings
 from chartkeeper.store import Store
@@ -472,11 +473,16 @@ def test_a_role_change_revokes_tokens_and_sessions(site: Site) -> None:
     client = site.client()
     assert sign_in(client, "clerk", password).status_code == 200
     bearer = site.client(site.token("clerk", Role.coder))
-    # No route changes roles yet; an administrator would do it in the user table.
+    assert bearer.get("/fhir/Patient/p1").status_code == 200  # the account state is cached
+    # No route changes roles yet; an administrator would do it in the user table, from
+    # another process: the API notices within ACCOUNT_RECHECK_SECONDS.
     with site.store.engine.begin() as conn:
         conn.execute(update(app_user).where(app_user.c.username == "clerk")
                      .values(role=Role.transcriptionist.value))
-    refused = bearer.get("/fhir/Patient/p1")
+    changed = time.monotonic()
+    while (refused := bearer.get("/fhir/Patient/p1")).status_code == 200:
+        assert time.monotonic() - changed < ACCOUNT_RECHECK_SECONDS + 0.5
+        time.sleep(0.05)
     assert refused.status_code == 401
     assert "role changed" in diagnostics(refused)
     assert client.get("/fhir/Patient/p1").status_code == 401

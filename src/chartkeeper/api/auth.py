@@ -4,7 +4,7 @@ A rule is a FastAPI dependency. It authenticates the caller (bearer token, or th
 cookie) unless the rule is public, and leaves a ``RequestAccess`` on ``request.state`` through
 which the handler asks for permission (``permit``, ``require``) and shows each resource that
 leaves the store to the ``RecordGuard``. After the handler, the app's middleware turns the
-``RequestAccess`` into exactly one audit entry and waits until it is durable: no audit, no
+``RequestAccess`` into exactly one audit entry and waits until it is committed: no audit, no
 response.
 
 ``create_app`` refuses to start when a route has no rule (deny by default); a test walks the
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Route
 
@@ -36,7 +37,7 @@ from chartkeeper.security.identity import (
     UserNotFound,
 )
 from chartkeeper.security.services import SecurityServices
-from chartkeeper.security.tokens import ClientNotFound, TokenInvalid, parse_scopes
+from chartkeeper.security.tokens import TokenInvalid, parse_scopes
 from chartkeeper.store.errors import StoreError
 
 SESSION_COOKIE = "chartkeeper_session"
@@ -66,25 +67,45 @@ def services_of(request: Request) -> SecurityServices:
 
 
 def authenticate(request: Request, services: SecurityServices) -> Principal:
-    """The caller of ``request``, or AuthenticationError (401)."""
+    """The caller of ``request``, or AuthenticationError (401). May query the database."""
+    principal = _authenticate(request, services, lookup=True)
+    if principal is None:  # not reached: with lookup it answers or raises
+        raise AuthenticationRequired()
+    return principal
+
+
+def authenticate_cached(request: Request, services: SecurityServices) -> Principal | None:
+    """As ``authenticate`` from what is in memory (a verified token and its account's state
+    checked within the last second); None when the database must be asked."""
+    return _authenticate(request, services, lookup=False)
+
+
+def _authenticate(request: Request, services: SecurityServices, *,
+                  lookup: bool) -> Principal | None:
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise TokenInvalid("expected 'Authorization: Bearer <token>'")
-        claims = services.issuer.verify(token.strip())
+        claims = services.verify_token(token.strip())
         if claims.client_id is not None:
-            try:
-                client = services.clients.get(claims.client_id)
-            except ClientNotFound:
-                raise TokenInvalid("the token's client is not registered") from None
+            known, client = services.cached_client(claims.client_id)
+            if not known:
+                if not lookup:
+                    return None
+                client = services.lookup_client(claims.client_id)
+            if client is None:
+                raise TokenInvalid("the token's client is not registered")
             if not client.active:
                 raise TokenInvalid("the token's client is disabled")
         else:
-            try:
-                user = services.directory.get_user(claims.subject)
-            except UserNotFound:
-                raise TokenInvalid("the token's user does not exist") from None
+            known, user = services.cached_user(claims.subject)
+            if not known:
+                if not lookup:
+                    return None
+                user = services.lookup_user(claims.subject)
+            if user is None:
+                raise TokenInvalid("the token's user does not exist")
             if not user.active:
                 raise TokenInvalid("the token's user is disabled")
             if user.role is not claims.role:
@@ -93,6 +114,8 @@ def authenticate(request: Request, services: SecurityServices) -> Principal:
                          claims.client_id, via="token")
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
+        if not lookup:  # a session is resumed (and its idle time renewed) in the database
+            return None
         session = services.sessions.resume(cookie, services.now())
         try:
             user = services.directory.get_user(session.username)
@@ -241,11 +264,15 @@ class AccessRule:
     def __repr__(self) -> str:
         return f"AccessRule({self.name!r})"
 
-    def __call__(self, request: Request) -> RequestAccess:
+    async def __call__(self, request: Request) -> RequestAccess:
         access = RequestAccess(self, services_of(request))
         request.state.access = access
         if not self.public:
-            access.principal = authenticate(request, access.services)
+            # On the event loop when memory suffices; a database lookup goes to a thread.
+            principal = authenticate_cached(request, access.services)
+            if principal is None:
+                principal = await run_in_threadpool(authenticate, request, access.services)
+            access.principal = principal
         return access
 
 

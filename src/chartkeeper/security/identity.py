@@ -466,6 +466,7 @@ class UserDirectory:
         self._name_key = hmac.digest(totp_key or secrets.token_bytes(KEY_BYTES),
                                      b"chartkeeper unknown sign-in names", "sha256")
         self._dummy_hash: str | None = None
+        self.changes = 0  # counts this process's account changes (they end cached checks)
 
     # ----------------------------------------------------------------- administration
     def add_user(self, username: str, role: Role | str, password: str, *,
@@ -489,6 +490,7 @@ class UserDirectory:
                 ))
         except IntegrityError as exc:  # another process added the same name meanwhile
             raise UserExists(name) from exc
+        self.changes += 1
         log.info("user %r added with role %s", name, checked_role.value)
         return self.get_user(name)
 
@@ -561,6 +563,7 @@ class UserDirectory:
                                   .values(**values))
             if result.rowcount == 0:
                 raise UserNotFound(username)
+        self.changes += 1
         return self.get_user(name)
 
     @staticmethod

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from argon2 import PasswordHasher
@@ -25,7 +26,9 @@ from chartkeeper.security.audit import (
 from chartkeeper.security.identity import (
     SessionPolicy,
     SessionStore,
+    User,
     UserDirectory,
+    UserNotFound,
     create_identity_schema,
     load_or_create_key,
     totp_key_path,
@@ -36,11 +39,22 @@ from chartkeeper.security.privacy import (
     create_privacy_schema,
     restricted_patients,
 )
-from chartkeeper.security.tokens import ServiceClientRegistry, TokenIssuer
+from chartkeeper.security.tokens import (
+    ClientNotFound,
+    ServiceClient,
+    ServiceClientRegistry,
+    TokenClaims,
+    TokenIssuer,
+)
 from chartkeeper.settings import Settings
 from chartkeeper.store.engine import make_engine
 
 RESTRICTED_CACHE_SECONDS = 1.0
+# How long a request may rely on an account's last looked-up state (active, role). A change
+# made by this process ends it at once; one made by another process (the command line) takes
+# effect within this time.
+ACCOUNT_RECHECK_SECONDS = 1.0
+VERIFIED_TOKENS_KEPT = 4096
 
 
 def open_audit_trail(settings: Settings) -> AuditTrail:
@@ -134,8 +148,56 @@ class SecurityServices:
     def forget_restricted_patients(self) -> None:
         self._restricted = None
 
+    # ------------------------------------------------------------ per-request checks
+    def verify_token(self, token: str) -> TokenClaims:
+        """The claims of a bearer token; a token that verified once is not decoded again
+        until it expires (the exact signed text is the key, so nothing else can match)."""
+        claims = self._verified.get(token)
+        if claims is not None and claims.expires_at > datetime.now(UTC):
+            return claims
+        claims = self.issuer.verify(token)
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    def cached_user(self, username: str) -> tuple[bool, User | None]:
+        """(known, user): the account as looked up within ``ACCOUNT_RECHECK_SECONDS``."""
+        return self._cached(("user", username), self.directory.changes)
+
+    def lookup_user(self, username: str) -> User | None:
+        """The account from the database (None when there is none); remembered briefly."""
+        generation = self.directory.changes
+        try:
+            user: User | None = self.directory.get_user(username)
+        except UserNotFound:
+            user = None
+        self._accounts[("user", username)] = (time.monotonic(), generation, user)
+        return user
+
+    def cached_client(self, client_id: str) -> tuple[bool, ServiceClient | None]:
+        return self._cached(("client", client_id), self.clients.changes)
+
+    def lookup_client(self, client_id: str) -> ServiceClient | None:
+        generation = self.clients.changes
+        try:
+            client: ServiceClient | None = self.clients.get(client_id)
+        except ClientNotFound:
+            client = None
+        self._accounts[("client", client_id)] = (time.monotonic(), generation, client)
+        return client
+
+    def _cached(self, key: tuple[str, str], generation: int) -> tuple[bool, Any]:
+        entry = self._accounts.get(key)
+        if (entry is None or entry[1] != generation
+                or time.monotonic() - entry[0] >= ACCOUNT_RECHECK_SECONDS):
+            return False, None
+        return True, entry[2]
+
     def __post_init__(self) -> None:
         self._restricted = None
+        self._verified: dict[str, TokenClaims] = {}
+        self._accounts: dict[tuple[str, str], tuple[float, int, Any]] = {}
         self._writer: AuditWriter | None = None
         self._writer_lock = threading.Lock()
 

@@ -445,6 +445,7 @@ class ServiceClientRegistry:
         self.hasher = hasher or default_password_hasher()
         self.token_minutes = token_minutes
         self._dummy_hash: str | None = None
+        self.changes = 0  # counts this process's client changes (they end cached checks)
 
     def register(self, client_id: str, allowed_scopes: str | Iterable[str | Scope],
                  now: datetime | None = None) -> str:
@@ -468,6 +469,7 @@ class ServiceClientRegistry:
                 ))
         except IntegrityError as exc:
             raise ClientExists(client_id) from exc
+        self.changes += 1
         log.info("service client %r registered with scopes %r", client_id, str(scopes))
         return secret
 
@@ -486,6 +488,7 @@ class ServiceClientRegistry:
                                   .values(active=False, updated_at=require_aware(now)))
             if result.rowcount == 0:
                 raise ClientNotFound(client_id)
+        self.changes += 1
         log.info("service client %r disabled", client_id)
 
     def token_for_client(self, client_id: str, secret: str,
