@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -28,8 +29,7 @@ from chartkeeper.synth.people import (
     luhn_valid,
     ssn_could_be_valid,
 )
-
-ICD10CM_FY2026 = Path("codesets/icd10cm_fy2026_tabular_simple-icd-10-cm/code-list-April-2026.txt")
+from tests.synth.codesets import billable_icd10cm, hcpcs_codes, valid_icd10pcs
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -68,15 +68,6 @@ def big_hospital(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def billable_icd10cm(shared_data: Path) -> set[str]:
-    """Leaf codes of the April 2026 ICD-10-CM tabular (a code with no longer code under it)."""
-    codes = [line.strip() for line in (shared_data / ICD10CM_FY2026).read_text().splitlines()
-             if line.strip() and "-" not in line]
-    listed = set(codes)
-    parents = {code[:n] for code in codes for n in range(3, len(code)) if code[:n] in listed}
-    return listed - parents
-
-
 def test_every_generated_resource_passes_validation(hospital: Path) -> None:
     resources = resources_in(hospital)
     assert len(resources) > 50 * 10
@@ -84,9 +75,10 @@ def test_every_generated_resource_passes_validation(hospital: Path) -> None:
                 for issue in validate_resource(r) if issue.severity == "error"]
     assert problems == []
     kinds = Counter(r["resourceType"] for r in resources)
-    assert kinds["Patient"] == 50 and kinds["Coverage"] == 50
+    duplicates = sum(len(t["duplicates"]) for t in answer_key(hospital))
+    assert kinds["Patient"] == kinds["Coverage"] == 50 + duplicates
     assert {"Encounter", "Observation", "Condition", "MedicationRequest", "Practitioner",
-            "Organization"} <= set(kinds)
+            "Organization", "DocumentReference", "Immunization", "CarePlan"} <= set(kinds)
 
 
 def test_bundles_load_into_a_sqlite_store_whole_with_every_reference_resolving(
@@ -108,18 +100,46 @@ def test_bundles_load_into_a_sqlite_store_whole_with_every_reference_resolving(
     assert not any(ref.startswith("urn:uuid:") for res in stored for ref in references_in(res))
 
 
-def test_every_icd10cm_code_is_billable_in_the_april_2026_release(
+def ndjson(folder: Path, resource_type: str) -> list[dict[str, Any]]:
+    path = folder / "ndjson" / f"{resource_type}.ndjson"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def answer_key(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (folder / "answer-key.ndjson").read_text().splitlines()]
+
+
+def codes(resources: list[dict[str, Any]], element: str, system: str) -> set[str]:
+    return {coding["code"] for r in resources if element in r
+            for coding in r[element]["coding"] if coding["system"] == system}
+
+
+def test_every_code_is_valid_in_its_code_set(
         hospital: Path, big_hospital: Path, shared_data: Path) -> None:
     billable = billable_icd10cm(shared_data)
-    assert "I10" in billable and "E119" in billable and "E11" not in billable
-    conditions = resources_in(hospital) + [
-        json.loads(line)
-        for line in (big_hospital / "ndjson" / "Condition.ndjson").read_text().splitlines()]
-    used = {coding["code"] for c in conditions if c["resourceType"] == "Condition"
-            for coding in c["code"]["coding"]
-            if coding["system"] == "http://hl7.org/fhir/sid/icd-10-cm"}
-    assert used == {"I10", "E11.9"}
-    assert {code.replace(".", "") for code in used} <= billable
+    assert "I10" in billable and "E11.9" in billable and "E11" not in billable
+    conditions = [r for r in resources_in(hospital) if r["resourceType"] == "Condition"] + \
+        ndjson(big_hospital, "Condition")
+    used = codes(conditions, "code", "http://hl7.org/fhir/sid/icd-10-cm")
+    assert {"I10", "E11.9", "J45.20", "N39.0", "C61", "O80"} & used
+    assert len(used) > 40
+    assert used <= billable, sorted(used - billable)
+    procedures = ndjson(big_hospital, "Procedure")
+    pcs = codes(procedures, "code", "http://www.cms.gov/Medicare/Coding/ICD10")
+    assert len(pcs) > 5
+    assert [code for code in pcs if not valid_icd10pcs(shared_data, code)] == []
+    hcpcs = codes(procedures, "code", "urn:oid:2.16.840.1.113883.6.285")
+    assert hcpcs and hcpcs <= hcpcs_codes(shared_data)
+    # The answer key's codes, the coder's truth, come from the same code sets.
+    truth = answer_key(big_hospital)
+    encounters = [e for t in truth for e in t["encounters"]]
+    assert {e["principal"] for e in encounters} <= billable
+    assert {c for e in encounters for c in e["secondary"]} <= billable
+    assert all(valid_icd10pcs(shared_data, p["icd10pcs"]) for e in encounters
+               for p in e["procedures"] if p["icd10pcs"])
+    vaccines = codes(ndjson(big_hospital, "Immunization"), "vaccineCode",
+                     "http://hl7.org/fhir/sid/cvx")
+    assert vaccines == {"150", "216", "115"}
 
 
 def test_same_seed_gives_byte_identical_output_and_another_seed_differs(
@@ -150,10 +170,10 @@ def _age(birth: str, day: date) -> int:
 
 
 def test_prevalence_by_age_band_is_near_the_cited_figures(big_hospital: Path) -> None:
-    patients = [json.loads(line) for line in
-                (big_hospital / "ndjson" / "Patient.ndjson").read_text().splitlines()]
-    truth = [json.loads(line) for line in
-             (big_hospital / "answer-key.ndjson").read_text().splitlines()]
+    truth = answer_key(big_hospital)
+    second = {d["mrn"] for t in truth for d in t["duplicates"]}
+    patients = [p for p in ndjson(big_hospital, "Patient")
+                if not {i["value"] for i in p["identifier"]} & second]
     assert len(patients) == len(truth) == 2000
     ages = {next(i["value"] for i in p["identifier"] if i["system"] == MRN_SYSTEM):
             _age(p["birthDate"], DEFAULT_AS_OF) for p in patients}
@@ -167,18 +187,22 @@ def test_prevalence_by_age_band_is_near_the_cited_figures(big_hospital: Path) ->
             assert abs(having / len(in_band) - cited) < tolerance, (key, low, high, having,
                                                                     len(in_band), cited)
     children = [t for t in truth if ages[t["mrn"]] < 18]
-    assert children and all(t["conditions"] == [] for t in children)
+    assert children and not any(c["condition"] in ("hypertension", "type-2-diabetes")
+                                for t in children for c in t["conditions"])
 
 
 def test_the_answer_key_matches_the_charted_diagnoses_and_stays_out_of_the_fhir_folder(
         big_hospital: Path) -> None:
-    truth = {t["mrn"]: {c["icd10cm"] for c in t["conditions"]} for t in
-             map(json.loads, (big_hospital / "answer-key.ndjson").read_text().splitlines())}
+    key = answer_key(big_hospital)
+    truth = {t["mrn"]: {c["icd10cm"] for c in t["conditions"]} for t in key}
+    # A visit registered under a duplicate record charts its diagnoses there: count them for
+    # the person the answer key says it is.
+    same_person = {d["mrn"]: t["mrn"] for t in key for d in t["duplicates"]}
     patient_mrn = {}
     for line in (big_hospital / "ndjson" / "Patient.ndjson").read_text().splitlines():
         p = json.loads(line)
-        patient_mrn[f"Patient/{p['id']}"] = next(
-            i["value"] for i in p["identifier"] if i["system"] == MRN_SYSTEM)
+        mrn = next(i["value"] for i in p["identifier"] if i["system"] == MRN_SYSTEM)
+        patient_mrn[f"Patient/{p['id']}"] = same_person.get(mrn, mrn)
     charted: dict[str, set[str]] = {mrn: set() for mrn in patient_mrn.values()}
     for line in (big_hospital / "ndjson" / "Condition.ndjson").read_text().splitlines():
         c = json.loads(line)
@@ -192,7 +216,9 @@ def test_demographics_identifiers_coverage_and_addresses(big_hospital: Path) -> 
                 (big_hospital / "ndjson" / "Patient.ndjson").read_text().splitlines()]
     mrns = [i["value"] for p in patients for i in p["identifier"] if i["system"] == MRN_SYSTEM]
     ssns = [i["value"] for p in patients for i in p["identifier"] if i["system"] == SSN_SYSTEM]
-    assert len(mrns) == len(ssns) == 2000
+    duplicates = sum(len(t["duplicates"]) for t in answer_key(big_hospital))
+    assert 40 <= duplicates <= 130  # DUPLICATE_RATE 4% of 2,000
+    assert len(mrns) == len(ssns) == 2000 + duplicates
     assert all(len(mrn) == 9 and luhn_valid(mrn) for mrn in mrns)
     assert len(set(mrns)) > 1990
     assert not any(ssn_could_be_valid(ssn) for ssn in ssns)
@@ -203,11 +229,16 @@ def test_demographics_identifiers_coverage_and_addresses(big_hospital: Path) -> 
     genders = Counter(p["gender"] for p in patients)
     assert abs(genders["female"] - genders["male"]) < 200
 
-    ages = {f"Patient/{p['id']}": _age(p["birthDate"], DEFAULT_AS_OF) for p in patients}
+    # Coverage follows the true age (a duplicate registration may carry a mistyped birth date).
+    second = {d["mrn"] for t in answer_key(big_hospital) for d in t["duplicates"]}
+    ages = {f"Patient/{p['id']}": _age(p["birthDate"], DEFAULT_AS_OF) for p in patients
+            if not {i["value"] for i in p["identifier"]} & second}
     payers: Counter[str] = Counter()
     for line in (big_hospital / "ndjson" / "Coverage.ndjson").read_text().splitlines():
         c = json.loads(line)
         kind = c["type"]["coding"][0]["display"]
+        if c["beneficiary"]["reference"] not in ages:
+            continue
         old = ages[c["beneficiary"]["reference"]] >= 65
         assert (kind == "MEDICARE") == old
         payers[kind] += 1
@@ -231,9 +262,12 @@ def test_vital_signs_and_labs_carry_loinc_codes_and_ucum_units(big_hospital: Pat
         seen.setdefault(code, set()).update(q["code"] for q in quantities)
         if "valueQuantity" in o:
             values.setdefault(code, []).append(o["valueQuantity"]["value"])
-    assert seen == {"85354-9": {"mm[Hg]"}, "8867-4": {"/min"}, "8302-2": {"cm"},
-                    "29463-7": {"kg"}, "39156-5": {"kg/m2"}, "4548-4": {"%"},
-                    "2345-7": {"mg/dL"}}
+    assert all(len(units) == 1 for units in seen.values()), seen  # one unit per code
+    expected = {"85354-9": {"mm[Hg]"}, "8867-4": {"/min"}, "8302-2": {"cm"},
+                "29463-7": {"kg"}, "39156-5": {"kg/m2"}, "4548-4": {"%"},
+                "2345-7": {"mg/dL"}, "2708-6": {"%"}, "2160-0": {"mg/dL"}}
+    assert {code: seen[code] for code in expected} == expected
+    assert len(seen) > 15
     assert 4.3 <= min(values["4548-4"]) and max(values["4548-4"]) <= 14
     assert 5.2 < sorted(values["4548-4"])[len(values["4548-4"]) // 2] < 6.0
 
@@ -281,3 +315,81 @@ def test_cli_generates_and_reports_what_it_wrote(tmp_path: Path) -> None:
         "hospital.json", *(f"patient-00000{i}.json" for i in range(1, 5))]
     again = chartkeeper("generate", "--patients", "4", "--out", str(out))
     assert again.returncode == 2 and "is not empty" in again.stderr
+
+
+def test_encounters_of_every_class_with_stays_discharged(big_hospital: Path) -> None:
+    encounters = ndjson(big_hospital, "Encounter")
+    classes = Counter(e["class"]["code"] for e in encounters)
+    assert set(classes) == {"AMB", "EMER", "IMP", "OBSENC"}, classes
+    assert classes["AMB"] > classes["EMER"] > 0 and classes["IMP"] > 0
+    for encounter in encounters:
+        assert encounter["period"]["start"] < encounter["period"]["end"]
+        number = encounter["identifier"][0]
+        assert number["system"].endswith(".3") and number["value"].startswith("V")
+        if encounter["class"]["code"] in ("IMP", "OBSENC"):
+            assert encounter["hospitalization"]["dischargeDisposition"]["coding"][0]["code"]
+    numbers = [e["identifier"][0]["value"] for e in encounters]
+    assert len(set(numbers)) == len(numbers)
+    # The answer key names every encounter by its visit number, with its coded truth.
+    key_numbers = {e["encounter"] for t in answer_key(big_hospital) for e in t["encounters"]}
+    assert key_numbers == set(numbers)
+
+
+def test_documents_carry_narrative_and_some_are_deficient(big_hospital: Path) -> None:
+    documents = ndjson(big_hospital, "DocumentReference")
+    kinds = Counter(d["type"]["coding"][0]["code"] for d in documents)
+    # H&P, progress, ED, discharge summary, operative, pathology, radiology (LOINC).
+    assert set(kinds) == {"34117-2", "11506-3", "34111-5", "18842-5", "11504-8", "11526-1",
+                          "18748-4"}, kinds
+    patients = {f"Patient/{p['id']}": p for p in ndjson(big_hospital, "Patient")}
+    unsigned = 0
+    for document in documents[:3000]:
+        text = base64.b64decode(document["content"][0]["attachment"]["data"]).decode()
+        assert len(text) > 200
+        assert patients[document["subject"]["reference"]]["name"][0]["family"] in text
+        assert "Essential (primary) hypertension" not in text  # clinical words, not ICD titles
+        if document["docStatus"] == "preliminary":
+            unsigned += 1
+            assert "authenticator" not in document
+            assert "signed by" not in text.lower() and "signed electronically" not in text
+        else:
+            assert document["authenticator"]["reference"].startswith("Practitioner/")
+    assert unsigned > 0
+    deficiencies = Counter(d["deficiency"] for t in answer_key(big_hospital)
+                           for e in t["encounters"] for d in e["documents"])
+    assert deficiencies["unsigned"] > 0 and deficiencies["missing"] > 0
+    assert deficiencies[None] > 10 * (deficiencies["unsigned"] + deficiencies["missing"])
+    assert sum(deficiencies.values()) - deficiencies["missing"] == len(documents)
+
+
+def test_duplicate_registrations_differ_as_registration_errors_do(big_hospital: Path) -> None:
+    truth = answer_key(big_hospital)
+    by_mrn = {next(i["value"] for i in p["identifier"] if i["system"] == MRN_SYSTEM): p
+              for p in ndjson(big_hospital, "Patient")}
+    pairs = [(by_mrn[t["mrn"]], by_mrn[d["mrn"]], d["changes"]) for t in truth
+             for d in t["duplicates"]]
+    assert pairs
+    changes = Counter(change for _, _, found in pairs for change in found)
+    assert {"given-name-typo", "family-name-typo", "birth-date-transposed",
+            "address-changed"} <= set(changes)
+    for first, second, found in pairs:
+        assert first["id"] != second["id"]
+        ssn = [i["value"] for i in first["identifier"] if i["system"] == SSN_SYSTEM]
+        assert ssn == [i["value"] for i in second["identifier"] if i["system"] == SSN_SYSTEM]
+        assert first["gender"] == second["gender"]
+        assert ("birth-date-transposed" in found) == (first["birthDate"] != second["birthDate"])
+        assert ("family-name-typo" in found) == (
+            first["name"][0]["family"] != second["name"][0]["family"])
+
+
+def test_nothing_happens_after_a_death(big_hospital: Path) -> None:
+    deceased = {f"Patient/{p['id']}": p["deceasedDateTime"][:10]
+                for p in ndjson(big_hospital, "Patient") if "deceasedDateTime" in p}
+    assert deceased
+    for encounter in ndjson(big_hospital, "Encounter"):
+        died = deceased.get(encounter["subject"]["reference"])
+        if died is not None:
+            assert encounter["period"]["end"][:10] <= died
+    died_at = [e for t in answer_key(big_hospital) if t["death"] for e in t["encounters"]
+               if e["end"] == t["death"] and e["class"] == "IMP"]
+    assert died_at

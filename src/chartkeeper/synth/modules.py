@@ -1,13 +1,32 @@
-"""Disease modules: who has hypertension and type 2 diabetes, and the visits, vitals, labs and
-medications that follow from it."""
+"""Primary care: who has hypertension and type 2 diabetes, and the check-ups and follow-ups with
+the vitals, labs, medications and vaccines that go with them."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from chartkeeper.synth.course import (
+    ICD10CM,
+    LOINC,
+    RXNORM,
+    SNOMED,
+    UCUM,
+    Course,
+    Diagnosis,
+    Disease,
+    Drug,
+    Measure,
+    ModuleOutput,
+    Note,
+    Vaccine,
+    Visit,
+    Window,
+)
 from chartkeeper.synth.people import Person
+
+__all__ = ["ICD10CM", "LOINC", "RXNORM", "SNOMED", "UCUM", "Course", "Diagnosis", "Disease",
+           "Drug", "Measure", "Visit"]
 
 # --- prevalence ---------------------------------------------------------------------------
 # Hypertension (systolic >= 130 or diastolic >= 80 mmHg, or taking medication), adults:
@@ -49,33 +68,10 @@ def diabetes_prevalence(age: int, gender: str) -> float:
 
 
 # --- codes --------------------------------------------------------------------------------
-SNOMED = "http://snomed.info/sct"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-LOINC = "http://loinc.org"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-UCUM = "http://unitsofmeasure.org"
-
-
-@dataclass(frozen=True)
-class Disease:
-    key: str
-    icd10cm: str  # dotted, as FHIR writes ICD-10-CM
-    icd10cm_display: str
-    snomed: str
-    snomed_display: str
-
-
 HYPERTENSION = Disease("hypertension", "I10", "Essential (primary) hypertension",
                        "59621000", "Essential hypertension (disorder)")
 DIABETES = Disease("type-2-diabetes", "E11.9", "Type 2 diabetes mellitus without complications",
                    "44054006", "Diabetes mellitus type 2 (disorder)")
-
-
-@dataclass(frozen=True)
-class Drug:
-    rxnorm: str
-    display: str
-    dosage: str
 
 
 LISINOPRIL = Drug("314076", "lisinopril 10 MG Oral Tablet", "1 tablet by mouth once daily")
@@ -83,14 +79,6 @@ HYDROCHLOROTHIAZIDE = Drug("310798", "Hydrochlorothiazide 25 MG Oral Tablet",
                            "1 tablet by mouth once daily")
 METFORMIN = Drug("860975", "24 HR Metformin hydrochloride 500 MG Extended Release Oral Tablet",
                  "1 tablet by mouth once daily with the evening meal")
-
-
-@dataclass(frozen=True)
-class Measure:
-    loinc: str
-    display: str
-    unit: str  # UCUM code, also shown as the unit
-    category: str  # "vital-signs" or "laboratory"
 
 
 BP_PANEL = Measure("85354-9", "Blood pressure panel with all children optional", "mm[Hg]",
@@ -106,32 +94,6 @@ GLUCOSE = Measure("2345-7", "Glucose [Mass/volume] in Serum or Plasma", "mg/dL",
 
 
 # --- the course of a patient --------------------------------------------------------------
-@dataclass(frozen=True)
-class Diagnosis:
-    disease: Disease
-    onset: date
-
-
-@dataclass
-class Visit:
-    """One ambulatory encounter and what was measured, diagnosed and ordered at it."""
-
-    day: date
-    kind: str  # "check-up" or "follow-up"
-    reasons: list[Disease] = field(default_factory=list)
-    # (measure, value); the blood pressure panel is (BP_PANEL, (systolic, diastolic)).
-    results: list[tuple[Measure, float | tuple[float, float]]] = field(default_factory=list)
-    diagnosed: list[Diagnosis] = field(default_factory=list)
-    orders: list[tuple[Drug, Disease]] = field(default_factory=list)
-
-
-@dataclass
-class Course:
-    diagnoses: list[Diagnosis]
-    visits: list[Visit]
-
-
-HISTORY_YEARS = 3  # encounters cover the last three years before the as-of date
 
 
 def _onset(rng: random.Random, person: Person, as_of: date, earliest_age: int) -> date:
@@ -214,10 +176,30 @@ def _visit_days(rng: random.Random, start: date, end: date, every: int) -> list[
     return days
 
 
-def build_course(rng: random.Random, person: Person, as_of: date) -> Course:
-    """Diagnoses and the last three years of ambulatory visits for one person."""
+# Visit reasons of a check-up (ICD-10-CM April 2026): adults without or with abnormal
+# findings, children (29 days to 17 years) without abnormal findings.
+ADULT_EXAM = Disease("adult-exam", "Z00.00", "Encounter for general adult medical examination "
+                     "without abnormal findings", "185349003", "Encounter for check up")
+ADULT_EXAM_ABNORMAL = Disease("adult-exam-abnormal", "Z00.01", "Encounter for general adult "
+                              "medical examination with abnormal findings", "185349003",
+                              "Encounter for check up")
+CHILD_EXAM = Disease("child-exam", "Z00.129", "Encounter for routine child health examination "
+                     "without abnormal findings", "410620009", "Well child visit")
+
+# Vaccines (CVX). Coverage: CDC FluVaxView 2023-24 season, about 45% of adults and 55% of
+# children vaccinated against influenza; pneumococcal vaccination of adults 65 and over
+# about 65% (NHIS 2022) - modelled as 20% a year until given.
+FLU = Vaccine("150", "Influenza, injectable, quadrivalent, preservative free")
+PNEUMOCOCCAL = Vaccine("216", "Pneumococcal conjugate vaccine, 20 valent")
+TDAP = Vaccine("115", "Tdap")
+FLU_COVERAGE_ADULT, FLU_COVERAGE_CHILD = 0.45, 0.55
+
+
+def primary_care(rng: random.Random, person: Person, window: Window) -> ModuleOutput:
+    """Hypertension and type 2 diabetes with their follow-ups, and the yearly check-up with
+    its vital signs, screening labs and vaccines."""
+    as_of, window_start = window.as_of, window.start
     diagnoses = assign_diagnoses(rng, person, as_of)
-    window_start = max(as_of - timedelta(days=365 * HISTORY_YEARS), person.birth_date)
     visits = {day: Visit(day, "check-up")
               for day in _visit_days(rng, window_start, as_of, 365)}
     for diagnosis in diagnoses:
@@ -231,25 +213,44 @@ def build_course(rng: random.Random, person: Person, as_of: date) -> Course:
     # condition gets its medication ordered at its first visit in the window.
     treated: set[str] = {d.disease.key for d in diagnoses if d.onset < window_start}
     ordered: set[str] = set()
+    pneumococcal_given = False
     for day in sorted(visits):
         visit = visits[day]
-        active = {d.disease.key for d in diagnoses if d.onset <= day}
+        age = person.age_on(day)
+        active = [d.disease for d in diagnoses if d.onset <= day]
+        active_keys = {d.key for d in active}
         for diagnosis in diagnoses:
             if diagnosis.onset == day:
                 visit.diagnosed.append(diagnosis)
         if active and visit.kind == "follow-up":
-            visit.reasons = [d.disease for d in diagnoses if d.disease.key in active]
-        visit.results = _vitals(rng, person, day, active, treated)
-        if person.age_on(day) >= 18 and (visit.kind == "check-up" or DIABETES.key in active):
-            visit.results.extend(_labs(rng, active, treated))
+            visit.reasons = list(active)
+        visit.results = _vitals(rng, person, day, active_keys, treated)
+        if age >= 18 and (visit.kind == "check-up" or DIABETES.key in active_keys):
+            visit.results.extend(_labs(rng, active_keys, treated))
         for diagnosis in diagnoses:
             key = diagnosis.disease.key
-            if key in active and key not in ordered:
-                visit.orders.append((_first_line_drug(rng, diagnosis.disease, active),
+            if key in active_keys and key not in ordered:
+                visit.orders.append((_first_line_drug(rng, diagnosis.disease, active_keys),
                                      diagnosis.disease))
                 ordered.add(key)
                 treated.add(key)
-    return Course(diagnoses, [visits[day] for day in sorted(visits)])
+        if visit.kind == "check-up":
+            visit.principal = (CHILD_EXAM if age < 18 else
+                               ADULT_EXAM_ABNORMAL if visit.diagnosed else ADULT_EXAM)
+            visit.secondary = [d.disease for d in visit.diagnosed] + [
+                d for d in active if d not in {x.disease for x in visit.diagnosed}]
+            if rng.random() < (FLU_COVERAGE_CHILD if age < 18 else FLU_COVERAGE_ADULT):
+                visit.immunizations.append(FLU)
+            if age >= 65 and not pneumococcal_given and rng.random() < 0.2:
+                visit.immunizations.append(PNEUMOCOCCAL)
+                pneumococcal_given = True
+            if 11 <= age and rng.random() < 0.1:
+                visit.immunizations.append(TDAP)
+        else:
+            visit.principal = active[0] if active else ADULT_EXAM
+            visit.secondary = active[1:]
+        visit.notes.append(Note("progress-note"))
+    return ModuleOutput(diagnoses, [visits[day] for day in sorted(visits)])
 
 
 def _first_line_drug(rng: random.Random, disease: Disease, active: set[str]) -> Drug:
