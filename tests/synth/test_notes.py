@@ -36,9 +36,9 @@ from chartkeeper.synth.modules import (
     METFORMIN,
     WEIGHT,
 )
+from chartkeeper.synth.note_phrasing import PHRASINGS
 from chartkeeper.synth.notes import (
     DISPOSITIONS,
-    PHRASINGS,
     SECTIONS,
     UnknownNoteKind,
     note_loinc,

@@ -31,12 +31,16 @@ from chartkeeper.synth.people import Person
 # men). Source: SEER*Explorer, SEER 22 registries (excluding Illinois and Massachusetts),
 # 2017-2021, all races and ethnicities, invasive cases, age-specific rates by 5-year age group
 # (National Cancer Institute), rounded to about two significant figures. The figures were
-# transcribed without a copy of the table at hand: check them against SEER*Explorer before
-# using the generator for epidemiology. Ages below the first band get no cancer of that kind.
+# transcribed without a copy of the table at hand and are all unverified: a search of stored
+# copies of SEER*Explorer and the SEER Cancer Stat Facts pages (breast, lung, colorectal,
+# prostate, melanoma) did not turn up the age-specific tables, so not one band has been
+# re-read. Check them against SEER*Explorer before using the generator for epidemiology.
+# Ages below the first band get no cancer of that kind.
 IncidenceBands = tuple[tuple[int, int, float, float], ...]
 
 # Female breast; male breast cancer is about 1% of breast cancers (SEER 2017-2021 age-adjusted
-# 1.3 per 100,000 men against 129 per 100,000 women), modelled as that share of each band.
+# 1.3 per 100,000 men against 129 per 100,000 women; unverified), modelled as that share of
+# each band.
 BREAST_BY_AGE: IncidenceBands = (
     (20, 25, 1.5, 0.0), (25, 30, 7.5, 0.0), (30, 35, 24.0, 0.2), (35, 40, 52.0, 0.4),
     (40, 45, 114.0, 0.9), (45, 50, 184.0, 1.4), (50, 55, 203.0, 1.9), (55, 60, 235.0, 2.5),
@@ -117,8 +121,16 @@ def diagnosis_probability(incidence: Incidence, person: Person, window: Window) 
 # SEER summary stage at diagnosis (localized, regional, distant), SEER Cancer Stat Facts,
 # SEER 22, 2014-2020 (percent of cases): breast (female) 66/27/6, lung and bronchus 27/22/45,
 # colon and rectum 36/36/22, prostate 70/13/8, melanoma of the skin 77/9/4. Cases of
-# unknown stage (1-10%) are not modelled: the three shares are used as weights. (Rounded
-# figures as published on the Stat Facts pages; not re-checked against a download here.)
+# unknown stage (1-10%) are not modelled: the three shares are used as weights.
+# (unverified: typed from memory; the Stat Facts pages' stage tables were not found in a
+# search of stored copies.) Other sources found are only roughly consistent and use other
+# data: CDC U.S. Cancer Statistics Stat Bites (USCS, not SEER 22) give breast 2015-2019 about
+# 2 in 3 localized, 1 in 4 regional, 6% distant
+# (https://www.cdc.gov/cancer/uscs/about/stat-bites/stat-bite-breast.htm) and colorectal
+# 2016-2020 about 1 in 3 / almost 4 in 10 / about 2 in 10
+# (https://www.cdc.gov/cancer/uscs/about/stat-bites/stat-bite-colorectal.htm); USCS Data
+# Brief No. 34 gives 70% of 2019 prostate cancers localized
+# (https://www.cdc.gov/cancer/uscs/about/data-briefs/no34-prostate-cancer-incidence-2001-2019.htm).
 STAGE_SHARES: dict[str, tuple[float, float, float]] = {
     "breast-cancer": (66.0, 27.0, 6.0),
     "lung-cancer": (27.0, 22.0, 45.0),
@@ -128,8 +140,18 @@ STAGE_SHARES: dict[str, tuple[float, float, float]] = {
 }
 EXTENTS = ("localized", "regional", "distant")
 # Five-year relative survival of distant-stage cases (SEER Cancer Stat Facts, SEER 22,
-# 2014-2020): breast 32%, lung 9%, colorectal 15%, prostate 34%, melanoma 35%. Survival is
-# drawn from the exponential with that five-year survival; only distant-stage cases die here.
+# 2014-2020): lung 9% (re-read only at second hand: Statista, "Five-year survival rates for
+# lung and bronchus cancer in the United States from 2014 to 2020, by stage at diagnosis",
+# SEER 22 2014-2020, distant 9%, https://statista.com/statistics/465780/; and 8.9% distant in
+# https://www.gilmorehealth.com/lung-and-bronchus-cancer-stats-comprehensive-data-on-incidence-mortality-5-year-survival-rates-by-stage-at-diagnosis-prevalence-trends-and-racial-gender-disparities-across-the-u-s/).
+# Breast 32%, colorectal 15%, prostate 34%, melanoma 35% (unverified: typed from memory; the
+# Stat Facts pages were not found). Nearby figures from other data, for orientation only:
+# melanoma distant about 37% for cases diagnosed 2014 and later (Tonorezos E et al., JNCI
+# Stat Bite, J Natl Cancer Inst 117(1):203, https://academic.oup.com/jnci/article/117/1/203/7950706,
+# from SEER*Explorer); prostate distant 32.3% for 2011-2016 (Siegel DA et al., MMWR
+# 2020;69(41):1473-80, https://www.cdc.gov/mmwr/volumes/69/wr/mm6941a1.htm, USCS data).
+# Survival is drawn from the exponential with that five-year survival; only distant-stage
+# cases die here.
 DISTANT_FIVE_YEAR_SURVIVAL: dict[str, float] = {
     "breast-cancer": 0.32, "lung-cancer": 0.09, "colorectal-cancer": 0.15,
     "prostate-cancer": 0.34, "melanoma": 0.35,

@@ -25,7 +25,14 @@ from chartkeeper.synth.course import (
     Visit,
     Window,
 )
-from chartkeeper.synth.modules import BP_PANEL, HEART_RATE, LISINOPRIL, WEIGHT
+from chartkeeper.synth.modules import (
+    BP_PANEL,
+    HEART_RATE,
+    LISINOPRIL,
+    WEIGHT,
+    band_rate,
+    by_sex,
+)
 from chartkeeper.synth.people import Person
 
 Bands = tuple[tuple[int, int, float], ...]
@@ -55,8 +62,11 @@ COPD_BY_AGE: Bands = (
 COPD_MEN_TO_WOMEN = 3.4 / 4.1
 # Heart failure, adults 20 and over, by sex and age: AHA, "Heart Disease and Stroke
 # Statistics - 2019 Update" (NHANES 2013-2016), HF chart: 40-59 men 1.2%, women 1.7%; 80 and
-# over men 12.8%, women 12.0%; 20-39 about 0.3% in both sexes (unverified), 60-79 men 6.9%,
-# women 4.8% (unverified).
+# over men 12.8%, women 12.0% (these four re-read, as quoted from that report, in BMJ Best
+# Practice, "Heart failure with reduced ejection fraction: Epidemiology",
+# https://bestpractice.bmj.com/topics/en-us/61/epidemiology). 20-39 about 0.3% in both sexes
+# and 60-79 men 6.9%, women 4.8% (unverified: the chart itself was not found, and no source
+# seen quotes these two bands).
 HEART_FAILURE_MALE_BY_AGE: Bands = ((20, 40, 0.003), (40, 60, 0.012), (60, 80, 0.069),
                                     (80, 200, 0.128))
 HEART_FAILURE_FEMALE_BY_AGE: Bands = ((20, 40, 0.003), (40, 60, 0.017), (60, 80, 0.048),
@@ -77,9 +87,15 @@ DEPRESSION_ADOLESCENT_BOYS = 0.115
 # Community-acquired pneumonia requiring hospitalization, annual cases per person. Children:
 # Jain S et al., "Community-Acquired Pneumonia Requiring Hospitalization among U.S.
 # Children", NEJM 2015;372:835-45, Table 2: <2 years 62.2, 2-4 years 23.8, 5-9 years 10.1,
-# 10-17 years 4.2 per 10,000. Adults: Jain S et al., "Community-Acquired Pneumonia Requiring
-# Hospitalization among U.S. Adults", NEJM 2015;373:415-27: 65-79 years 63.0, 80 and over
-# 164.3 per 10,000 (24.8 over all adults); 18-49 years 6.3 and 50-64 years 26.0 (unverified).
+# 10-17 years 4.2 per 10,000 (re-read in the PMC author manuscript, Table 2,
+# https://pmc.ncbi.nlm.nih.gov/articles/PMC4697461/table/T2). Adults: Jain S et al.,
+# "Community-Acquired Pneumonia Requiring Hospitalization among U.S. Adults", NEJM
+# 2015;373:415-27: 65-79 years 63.0, 80 and over 164.3 per 10,000 (24.8 over all adults)
+# (re-read in the abstract's results as summarised at
+# https://study.space/p/Community-Acquired_Pneumonia_Requiring_Hospitalization_among_U.S._Adults.
+# and, for 24.8, BMJ Best Practice, https://bestpractice.bmj.com/topics/en-us/17/epidemiology);
+# 18-49 years 6.3 and 50-64 years 26.0 (unverified: the paper's age-group figure/table was not
+# found; the abstract gives only the two oldest bands).
 PNEUMONIA_BY_AGE: Bands = (
     (0, 2, 0.00622), (2, 5, 0.00238), (5, 10, 0.00101), (10, 18, 0.00042),
     (18, 50, 0.00063), (50, 65, 0.00260), (65, 80, 0.00630), (80, 200, 0.01643))
@@ -106,8 +122,17 @@ HIP_FRACTURE_MALE_BY_AGE: Bands = (
     (65, 70, 0.0009), (70, 75, 0.00169), (75, 80, 0.00316), (80, 85, 0.00592),
     (85, 90, 0.0111), (90, 200, 0.0208))
 # Live births per woman per year by mother's age: Osterman MJK et al., "Births: Final Data
-# for 2022", NVSR 73(2), 2024: 15-19 13.6 per 1,000; 20-24 56.7, 25-29 93.0, 30-34 95.0,
-# 35-39 53.9, 40-44 12.5 per 1,000 (unverified). Cesarean delivery rate 32.1%.
+# for 2022", NVSR 73(2), 2024: 15-19 13.6 per 1,000 and cesarean delivery rate 32.1% (both
+# re-read in the report's abstract, reproduced at
+# https://opqic.org/cdc-national-vital-statistics-report-births-final-data-2022/ and
+# summarised at https://study.space/p/Births%3A_Final_Data_for_2022.; 32.1% also in Martin JA
+# et al., "Births in the United States, 2022", NCHS Data Brief No. 477,
+# http://www.cdc.gov/nchs/products/databriefs/db477.htm). 20-24 56.7, 25-29 93.0, 30-34 95.0,
+# 35-39 53.9, 40-44 12.5 per 1,000 (unverified: the report's table of rates by age was not
+# found). Check 25-29 and 30-34 first: the abstract says the 2022 rates rose 1-5% at 25-29 and
+# 35-44 and names no change at 30-34, while the 2021 final rates were reported (secondary
+# source) as 93.0 at 25-29 and 97.6 at 30-34, so 93.0 looks like the 2021 figure and 95.0
+# would be a fall the abstract does not mention.
 BIRTHS_BY_AGE: Bands = (
     (15, 20, 0.0136), (20, 25, 0.0567), (25, 30, 0.0930), (30, 35, 0.0950), (35, 40, 0.0539),
     (40, 45, 0.0125))
@@ -122,67 +147,54 @@ HEART_FAILURE_ADMISSION_PER_YEAR = 0.25
 FIRST_BIRTH_SHARE = 0.40  # roughly the share of US births that are first births (NVSR)
 
 
-def _band(bands: Bands, age: int) -> float:
-    for low, high, rate in bands:
-        if low <= age < high:
-            return rate
-    return 0.0
-
-
-def _by_sex(rate: float, men_to_women: float, gender: str) -> float:
-    """Split a both-sexes rate into men's and women's so that an even mix keeps the mean."""
-    factor = 2 * men_to_women / (1 + men_to_women) if gender == "male" else 2 / (1 + men_to_women)
-    return min(0.95, rate * factor)
-
-
 def asthma_rate(age: int, gender: str) -> float:
     """Prevalence of current asthma."""
-    return _band(ASTHMA_MALE_BY_AGE if gender == "male" else ASTHMA_FEMALE_BY_AGE, age)
+    return band_rate(ASTHMA_MALE_BY_AGE if gender == "male" else ASTHMA_FEMALE_BY_AGE, age)
 
 
 def copd_rate(age: int, gender: str) -> float:
     """Prevalence of diagnosed COPD (adults)."""
-    return _by_sex(_band(COPD_BY_AGE, age), COPD_MEN_TO_WOMEN, gender)
+    return by_sex(band_rate(COPD_BY_AGE, age), COPD_MEN_TO_WOMEN, gender)
 
 
 def heart_failure_rate(age: int, gender: str) -> float:
     """Prevalence of heart failure (adults 20 and over)."""
     bands = HEART_FAILURE_MALE_BY_AGE if gender == "male" else HEART_FAILURE_FEMALE_BY_AGE
-    return _band(bands, age)
+    return band_rate(bands, age)
 
 
 def chronic_kidney_disease_rate(age: int, gender: str) -> float:
     """Prevalence of chronic kidney disease stages 1-4 (adults)."""
-    return _by_sex(_band(CKD_BY_AGE, age), CKD_MEN_TO_WOMEN, gender)
+    return by_sex(band_rate(CKD_BY_AGE, age), CKD_MEN_TO_WOMEN, gender)
 
 
 def depression_rate(age: int, gender: str) -> float:
     """Prevalence of a major depressive episode in the past year (12 and over)."""
     if 12 <= age < 18:
         return DEPRESSION_ADOLESCENT_BOYS if gender == "male" else DEPRESSION_ADOLESCENT_GIRLS
-    return _by_sex(_band(DEPRESSION_ADULTS_BY_AGE, age), DEPRESSION_MEN_TO_WOMEN, gender)
+    return by_sex(band_rate(DEPRESSION_ADULTS_BY_AGE, age), DEPRESSION_MEN_TO_WOMEN, gender)
 
 
 def pneumonia_rate(age: int, gender: str) -> float:
     """Annual incidence of pneumonia needing hospital care (the same for both sexes)."""
-    return _band(PNEUMONIA_BY_AGE, age)
+    return band_rate(PNEUMONIA_BY_AGE, age)
 
 
 def urinary_tract_infection_rate(age: int, gender: str) -> float:
     """Annual incidence of a treated urinary tract infection (adults)."""
-    women = _band(UTI_WOMEN_BY_AGE, age)
+    women = band_rate(UTI_WOMEN_BY_AGE, age)
     return women if gender == "female" else women * UTI_MEN_SHARE / (1 - UTI_MEN_SHARE)
 
 
 def hip_fracture_rate(age: int, gender: str) -> float:
     """Annual incidence of hip fracture (65 and over)."""
     bands = HIP_FRACTURE_MALE_BY_AGE if gender == "male" else HIP_FRACTURE_FEMALE_BY_AGE
-    return _band(bands, age)
+    return band_rate(bands, age)
 
 
 def pregnancy_rate(age: int, gender: str) -> float:
     """Annual chance of a live birth (women 15-44), by age on the day of delivery."""
-    return _band(BIRTHS_BY_AGE, age) if gender == "female" else 0.0
+    return band_rate(BIRTHS_BY_AGE, age) if gender == "female" else 0.0
 
 
 # --- codes --------------------------------------------------------------------------------

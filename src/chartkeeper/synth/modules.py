@@ -46,25 +46,25 @@ DIABETES_BY_AGE: tuple[tuple[int, int, float], ...] = (
 DIABETES_MEN_TO_WOMEN = 1.15
 
 
-def _band_rate(bands: tuple[tuple[int, int, float], ...], age: int) -> float:
+def band_rate(bands: tuple[tuple[int, int, float], ...], age: int) -> float:
     for low, high, rate in bands:
         if low <= age < high:
             return rate
     return 0.0
 
 
-def _by_sex(rate: float, men_to_women: float, gender: str) -> float:
+def by_sex(rate: float, men_to_women: float, gender: str) -> float:
     """Split a both-sexes rate into men's and women's so that an even mix keeps the mean."""
     factor = 2 * men_to_women / (1 + men_to_women) if gender == "male" else 2 / (1 + men_to_women)
     return min(0.95, rate * factor)
 
 
 def hypertension_prevalence(age: int, gender: str) -> float:
-    return _by_sex(_band_rate(HYPERTENSION_BY_AGE, age), HYPERTENSION_MEN_TO_WOMEN, gender)
+    return by_sex(band_rate(HYPERTENSION_BY_AGE, age), HYPERTENSION_MEN_TO_WOMEN, gender)
 
 
 def diabetes_prevalence(age: int, gender: str) -> float:
-    return _by_sex(_band_rate(DIABETES_BY_AGE, age), DIABETES_MEN_TO_WOMEN, gender)
+    return by_sex(band_rate(DIABETES_BY_AGE, age), DIABETES_MEN_TO_WOMEN, gender)
 
 
 # --- codes --------------------------------------------------------------------------------
