@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import false, select
 
+from chartkeeper.ingest.hl7_cli import hl7_app
+from chartkeeper.ingest.service import create_ingest_schema, import_hl7_file
 from chartkeeper.security.audit_cli import audit_app
 from chartkeeper.security.cli import (
     open_directory,
@@ -36,6 +38,7 @@ app.add_typer(users_app, name="users", help="Manage user accounts (passwords fro
 app.add_typer(token_app, name="token", help="Issue OAuth2 bearer tokens (SMART scopes).")
 app.add_typer(deid_app, name="deid", help="De-identified exports (HIPAA Safe Harbor).")
 app.add_typer(audit_app, name="audit", help="Verify, anchor and report on the audit trail.")
+app.add_typer(hl7_app, name="hl7")
 app.command("generate")(generate_command)
 
 
@@ -115,18 +118,19 @@ def default_workers() -> int:
 
 @app.command("import")
 def import_files(
-    paths: Annotated[list[Path], typer.Argument(help="FHIR JSON, Bundle or NDJSON files or dirs")],
+    paths: Annotated[list[Path], typer.Argument(
+        help="FHIR JSON, Bundle or NDJSON files, HL7 v2 .hl7 files, or dirs")],
     workers: Annotated[int, typer.Option(
         help="processes that parse, validate and index while this one writes (0: none)")
     ] = -1,
 ) -> None:
-    """Import FHIR resources, Bundles and NDJSON files; prints created/updated/rejected."""
+    """Import FHIR resources, Bundles, NDJSON and HL7 v2 files; prints created/updated/rejected."""
     settings = Settings.from_env()
     if workers < -1:
         console.print(f"[red]error:[/red] --workers must be 0 or more, got {workers}")
         raise typer.Exit(2)
     try:
-        files = find_files(paths)
+        files = find_files(paths, (".json", ".ndjson", ".hl7"))
     except FileNotFoundError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -147,7 +151,15 @@ def import_files(
 
         importer = Importer(store, on_progress,
                             workers=default_workers() if workers == -1 else workers)
-        total = importer.import_files(files, on_file)
+        total = importer.import_files([f for f in files if f.suffix != ".hl7"], on_file)
+        hl7_files = [f for f in files if f.suffix == ".hl7"]
+        if hl7_files:  # HL7 v2 messages: the ingest slice maps and stores each one
+            create_ingest_schema(store.engine)
+            for path in hl7_files:
+                before = total.created + total.updated
+                import_hl7_file(store, path, total)
+                on_progress(total.created + total.updated - before)
+                on_file(path.name)
     for problem in total.problems[:50]:
         console.print(f"[yellow]rejected:[/yellow] {problem}")
     if len(total.problems) > 50:

@@ -49,13 +49,14 @@ class ImportSummary:
         self.problems.extend(other.problems)
 
 
-def find_files(paths: list[Path]) -> list[Path]:
-    """Expand directories into the .json / .ndjson files inside them, sorted."""
+def find_files(paths: list[Path], suffixes: tuple[str, ...] = (".json", ".ndjson")
+               ) -> list[Path]:
+    """Expand directories into the files inside them with one of ``suffixes``, sorted."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             found.extend(sorted(p for p in path.rglob("*")
-                                if p.is_file() and p.suffix in (".json", ".ndjson")))
+                                if p.is_file() and p.suffix in suffixes))
         elif path.is_file():
             found.append(path)
         else:
