@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from bench.deid_recall import CLASSES, planted_corpus, score, shared_resources
 
+from chartkeeper.security.access import ACT_CODE
 from chartkeeper.security.deid import (
     AGE_GROUP_URL,
     DATA_ABSENT_URL,
@@ -303,8 +304,10 @@ def test_export_from_a_sqlite_store_writes_one_ndjson_file_per_type(
     store = filled_store(sqlite_url, patients)
     out = tmp_path / "export"
     seen: list[tuple[int, int]] = []
-    counts = deidentified_export(store, out, KEY, deidentifier=deid,
+    result = deidentified_export(store, out, KEY, deidentifier=deid,
                                  on_patient=lambda done, total: seen.append((done, total)))
+    counts = result.counts
+    assert result.withheld == 0
     exported = read_export(out)
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert counts == {rtype: len(lines) for rtype, lines in exported.items()}
@@ -321,8 +324,29 @@ def test_export_from_a_sqlite_store_writes_one_ndjson_file_per_type(
     # Only the chosen patients, with the key the same pseudonyms.
     again = tmp_path / "again"
     only = deidentified_export(store, again, KEY, [patients[1].patient_id], as_of=AS_OF)
-    assert only["Patient"] == 1
+    assert only.counts["Patient"] == 1
     assert read_export(again)["Patient"][0] in exported["Patient"]
+    store.dispose()
+
+
+def test_export_leaves_out_restricted_patients_and_sensitive_records(
+        sqlite_url: str, tmp_path: Path, deid: SafeHarborDeidentifier,
+        corpus: list[Any]) -> None:
+    """The command line's export keeps the rule of the API's: no VIP or restricted chart, no
+    42 CFR Part 2 or behavioural-health record."""
+    vip, labelled, plain = (copy.deepcopy(p) for p in corpus[:3])
+    [vip_patient] = [r for r in vip.resources if r["resourceType"] == "Patient"]
+    vip_patient.setdefault("meta", {})["security"] = [{"system": ACT_CODE, "code": "CEL"}]
+    note = next(r for r in labelled.resources if r["resourceType"] == "DocumentReference")
+    note.setdefault("meta", {})["security"] = [{"system": ACT_CODE, "code": "PSY"}]
+    store = filled_store(sqlite_url, [vip, labelled, plain])
+    result = deidentified_export(store, tmp_path / "export", KEY, deidentifier=deid)
+    exported = read_export(tmp_path / "export")
+    assert result.counts["Patient"] == 2
+    assert result.counts["DocumentReference"] == 3  # two each, less the labelled one
+    assert result.withheld >= len(vip.resources) + 1  # the VIP chart and the labelled note
+    text = json.dumps(exported)
+    assert "PSY" not in text and "CEL" not in text
     store.dispose()
 
 

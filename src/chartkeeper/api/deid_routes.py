@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from chartkeeper.api.auth import DEID_EXPORT, access_of
 from chartkeeper.api.security_routes import read_fields
-from chartkeeper.security.access import Capability, referenced_patients, sensitivities
+from chartkeeper.security.access import Capability, exportable
 from chartkeeper.security.deid_cli import deid_key_path
 from chartkeeper.security.identity import load_or_create_key
 from chartkeeper.store.errors import Gone, InvalidRequest, NotFound
@@ -73,11 +73,7 @@ async def deid_export(request: Request) -> Response:
                     record = everything(txn, patient_id)
                 except (NotFound, Gone):
                     raise InvalidRequest(f"Patient/{patient_id} is not in the store") from None
-                # This patient's record only: nothing sensitive, and nothing that names
-                # another patient (a Group, a cited Patient) - one patient per extract line.
-                kept = [r for r in record if not sensitivities(r)
-                        and referenced_patients(r) <= {patient_id}
-                        and (r["resourceType"] != "Patient" or r.get("id") == patient_id)]
+                kept = exportable(record, patient_id)
                 withheld += len(record) - len(kept)
                 for resource in deid.deidentify_patient(kept):
                     key = (resource["resourceType"], str(resource.get("id")))

@@ -222,6 +222,15 @@ def sensitivities(resource: Mapping[str, Any]) -> frozenset[Sensitivity]:
     return frozenset(found)
 
 
+def exportable(record: list[dict[str, Any]], patient_id: str) -> list[dict[str, Any]]:
+    """What of a patient's record may go into a de-identified extract: nothing labelled
+    sensitive (42 CFR Part 2, behavioural health, restricted confidentiality) and nothing that
+    names another patient (a Group, a cited Patient): one patient per extract."""
+    return [r for r in record if not sensitivities(r)
+            and referenced_patients(r) <= {patient_id}
+            and (r["resourceType"] != "Patient" or r.get("id") == patient_id)]
+
+
 def sensitive_label_tokens() -> list[tuple[str, str]]:
     """(system, code) pairs to look up restricted patients in the ``_security`` index."""
     return [key for key, kind in SENSITIVE_LABELS.items() if kind in PATIENT_WIDE]

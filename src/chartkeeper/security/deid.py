@@ -80,12 +80,14 @@ from spacy.tokens import Doc
 from sqlalchemy import false, select
 
 from chartkeeper.fhir.definitions import load
+from chartkeeper.security.access import exportable
+from chartkeeper.security.privacy import restricted_patients
 from chartkeeper.store import schema
 from chartkeeper.store.service import Store, Txn, everything
 
 __all__ = [
     "AGE_GROUP_URL", "RESTRICTED_ZIP3", "TAGS", "Finding", "PatientTerms",
-    "SafeHarborDeidentifier", "build_analyzer", "deidentified_export", "redact",
+    "DeidExport", "SafeHarborDeidentifier", "build_analyzer", "deidentified_export", "redact",
 ]
 
 #: Three-digit ZIP areas of 20,000 or fewer people (2000 Census) that HHS's de-identification
@@ -1017,10 +1019,16 @@ def _all_patient_ids(txn: Txn) -> list[str]:
         .order_by(r.c.pk)).scalars())
 
 
+@dataclass(frozen=True)
+class DeidExport:
+    counts: dict[str, int]  # resources written per type
+    withheld: int  # restricted patients skipped and sensitive resources left out
+
+
 def deidentified_export(store: Store, out_dir: Path, key: bytes,
                         patient_ids: Sequence[str] | None = None, *, as_of: date | None = None,
                         deidentifier: SafeHarborDeidentifier | None = None,
-                        on_patient: Callable[[int, int], None] | None = None) -> dict[str, int]:
+                        on_patient: Callable[[int, int], None] | None = None) -> DeidExport:
     """Write a Safe Harbor de-identified copy of patients' records as ``<Type>.ndjson`` files.
 
     ``patient_ids`` None exports every patient. One patient at a time (Patient/$everything:
@@ -1039,11 +1047,16 @@ def deidentified_export(store: Store, out_dir: Path, key: bytes,
     counts: dict[str, int] = {}
     written: set[bytes] = set()
     handles: dict[str, Any] = {}
+    withheld = 0
+    restricted = restricted_patients(store.engine)
     try:
         with store.read() as txn:
             ids = list(patient_ids) if patient_ids is not None else _all_patient_ids(txn)
             for done, patient_id in enumerate(ids, 1):
-                for resource in deid.deidentify_patient(everything(txn, patient_id)):
+                record = everything(txn, patient_id)
+                kept = [] if patient_id in restricted else exportable(record, patient_id)
+                withheld += len(record) - len(kept)
+                for resource in deid.deidentify_patient(kept):
                     rtype = resource["resourceType"]
                     digest = hashlib.blake2b(f"{rtype}/{resource.get('id')}".encode(),
                                              digest_size=8).digest()
@@ -1065,4 +1078,4 @@ def deidentified_export(store: Store, out_dir: Path, key: bytes,
         for handle in handles.values():
             handle.close()
         shutil.rmtree(staging, ignore_errors=True)
-    return dict(sorted(counts.items()))
+    return DeidExport(dict(sorted(counts.items())), withheld)

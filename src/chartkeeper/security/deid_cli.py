@@ -54,14 +54,17 @@ def export(
             def on_patient(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            counts = deidentified_export(store, out, key, patients or None, on_patient=on_patient)
+            result = deidentified_export(store, out, key, patients or None,
+                                         on_patient=on_patient)
     except (NotFound, ValueError) as exc:
         # Messages name a resource type or a patient id the user typed, never record content.
         errors.print(f"[red]error:[/red] {exc}; nothing written", highlight=False)
         raise typer.Exit(1) from exc
     finally:
         store.dispose()
-    if not counts:
+    if not result.counts:
         errors.print("no patients to export; nothing written")
-    for rtype, n in counts.items():
+    if result.withheld:
+        errors.print(f"withheld {result.withheld} restricted or sensitive resources")
+    for rtype, n in result.counts.items():
         typer.echo(f"{rtype}.ndjson\t{n}")
