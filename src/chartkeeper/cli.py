@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import false, select
 
+from chartkeeper.ingest.ccda_service import create_ccda_schema, import_ccda_file
 from chartkeeper.ingest.hl7_cli import hl7_app
 from chartkeeper.ingest.service import create_ingest_schema, import_hl7_file
 from chartkeeper.security.audit_cli import audit_app
@@ -119,7 +120,7 @@ def default_workers() -> int:
 @app.command("import")
 def import_files(
     paths: Annotated[list[Path], typer.Argument(
-        help="FHIR JSON, Bundle or NDJSON files, HL7 v2 .hl7 files, or dirs")],
+        help="FHIR JSON, Bundle or NDJSON files, HL7 v2 .hl7 files, C-CDA .xml files, or dirs")],
     workers: Annotated[int, typer.Option(
         help="processes that parse, validate and index while this one writes (0: none)")
     ] = -1,
@@ -130,7 +131,7 @@ def import_files(
         console.print(f"[red]error:[/red] --workers must be 0 or more, got {workers}")
         raise typer.Exit(2)
     try:
-        files = find_files(paths, (".json", ".ndjson", ".hl7"))
+        files = find_files(paths, (".json", ".ndjson", ".hl7", ".xml"))
     except FileNotFoundError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -151,13 +152,18 @@ def import_files(
 
         importer = Importer(store, on_progress,
                             workers=default_workers() if workers == -1 else workers)
-        total = importer.import_files([f for f in files if f.suffix != ".hl7"], on_file)
-        hl7_files = [f for f in files if f.suffix == ".hl7"]
-        if hl7_files:  # HL7 v2 messages: the ingest slice maps and stores each one
-            create_ingest_schema(store.engine)
-            for path in hl7_files:
+        total = importer.import_files([f for f in files if f.suffix not in (".hl7", ".xml")],
+                                      on_file)
+        # HL7 v2 messages and C-CDA documents: the ingest slice maps and stores each one.
+        for suffix, create_schema, import_one in (
+                (".hl7", create_ingest_schema, import_hl7_file),
+                (".xml", create_ccda_schema, import_ccda_file)):
+            chosen = [f for f in files if f.suffix == suffix]
+            if chosen:
+                create_schema(store.engine)
+            for path in chosen:
                 before = total.created + total.updated
-                import_hl7_file(store, path, total)
+                import_one(store, path, total)
                 on_progress(total.created + total.updated - before)
                 on_file(path.name)
     for problem in total.problems[:50]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from chartkeeper.ingest.hl7v2 import HL7Error, parse, split_batch, to_bundle
-from chartkeeper.store.errors import PreconditionFailed, StoreError
+from chartkeeper.store.errors import Gone, NotFound, PreconditionFailed, StoreError
 from chartkeeper.store.importer import ImportSummary
 from chartkeeper.store.service import Store, Txn, new_id, validate_for_store
 
@@ -67,7 +68,11 @@ class Hl7Ingestor:
         self.store = store
 
     def ingest(self, text: str, received: datetime | None = None) -> IngestResult:
-        """Store one message; raises ``HL7Error`` for a message we refuse (nothing stored)."""
+        """Store one message; raises ``HL7Error`` for a message we refuse (nothing stored).
+
+        A control id (MSH-10) seen before from the same sender is a duplicate when the content
+        is the same (a resend), and refused when it differs: the sender reused the id.
+        """
         message = parse(text)
         received = received or datetime.now(UTC)
         bundle = to_bundle(message, received)
@@ -75,7 +80,7 @@ class Hl7Ingestor:
         sender = (message.sending_application, message.sending_facility)
         try:
             with self.store.write() as txn:
-                if self._seen(txn, sender, message.control_id):
+                if self._check_resent(txn, sender, message.control_id, digest):
                     return IngestResult("duplicate", message.control_id, 0, 0)
                 created, updated = store_transaction(txn, bundle)
                 txn.conn.execute(insert(hl7_message), {
@@ -88,7 +93,7 @@ class Hl7Ingestor:
             # The same message stored meanwhile by another connection (two MLLP sessions):
             # our transaction rolled back whole; the message is a duplicate.
             with self.store.read() as txn:
-                if self._seen(txn, sender, message.control_id):
+                if self._check_resent(txn, sender, message.control_id, digest):
                     return IngestResult("duplicate", message.control_id, 0, 0)
             raise
         except StoreError as exc:
@@ -97,35 +102,54 @@ class Hl7Ingestor:
                                         f"{exc.diagnostics}") from exc
         return IngestResult("stored", message.control_id, created, updated)
 
+    @classmethod
+    def _check_resent(cls, txn: Txn, sender: tuple[str, str], control_id: str,
+                      digest: str) -> bool:
+        """True for a resend of a stored message; ``HL7Error`` when the id was reused."""
+        stored = cls._stored_digest(txn, sender, control_id)
+        if stored is None:
+            return False
+        if stored != digest:
+            raise HL7Error("MSH-10", "207",
+                           f"message control id {control_id!r} was reused with different "
+                           f"content: {' / '.join(p for p in sender if p) or 'this sender'} "
+                           "already sent a different message under it")
+        return True
+
     @staticmethod
-    def _seen(txn: Txn, sender: tuple[str, str], control_id: str) -> bool:
-        return txn.conn.execute(
-            select(hl7_message.c.pk).where(
+    def _stored_digest(txn: Txn, sender: tuple[str, str], control_id: str) -> str | None:
+        """The SHA-256 of the message stored under this sender's control id, if any."""
+        digest = txn.conn.execute(
+            select(hl7_message.c.sha256).where(
                 hl7_message.c.sending_application == sender[0],
                 hl7_message.c.sending_facility == sender[1],
                 hl7_message.c.control_id == control_id)
-        ).first() is not None
+        ).scalar()
+        return str(digest) if digest is not None else None
 
 
-def _rewrite_references(node: Any, ids: dict[str, str]) -> None:
+def rewrite_references(node: Any, ids: dict[str, str]) -> None:
+    """Point every ``reference`` found in ``ids`` (a temporary one) at its stored id, in place."""
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "reference" and isinstance(value, str) and value in ids:
                 node[key] = ids[value]
             else:
-                _rewrite_references(value, ids)
+                rewrite_references(value, ids)
     elif isinstance(node, list):
         for item in node:
-            _rewrite_references(item, ids)
+            rewrite_references(item, ids)
 
 
 def store_transaction(txn: Txn, bundle: Resource) -> tuple[int, int]:
     """Write a mapped transaction Bundle (conditional PUTs and POSTs) inside ``txn``.
 
     The store's ``BundleProcessor`` resolves ``urn:uuid`` references only to POST entries and
-    opens its own transaction; here the conditional PUTs (Patient, Encounter) are resolved
+    opens its own transaction; here the conditional PUTs (Patient, Encounter...) are resolved
     first, so that the other entries can point at them, and the message log row commits with
-    the resources. Returns (created, updated).
+    the resources. A Patient already stored is merged with the incoming one (see
+    ``merge_patient``); conditional references (``DocumentReference?identifier=...``) are
+    resolved against the store. Returns (created, updated).
     """
     ids: dict[str, str] = {}
     for entry in bundle["entry"]:
@@ -143,18 +167,116 @@ def store_transaction(txn: Txn, bundle: Resource) -> tuple[int, int]:
     created = updated = 0
     new_resources: list[Resource] = []
     for entry in bundle["entry"]:
-        resource = dict(entry["resource"])
-        _rewrite_references(resource, ids)
+        resource = copy.deepcopy(entry["resource"])
+        rewrite_references(resource, ids)
+        _resolve_conditional_references(txn, resource)
         rtype, resource_id = ids[entry["fullUrl"]].split("/")
         resource["id"] = resource_id
+        if rtype == "Patient":
+            _check_links(resource)
         if entry["request"]["method"] == "PUT":
+            if rtype == "Patient":
+                stored = _current(txn, rtype, resource_id)
+                if stored is not None:
+                    resource = merge_patient(stored, resource)
             result = txn.update(rtype, resource_id, resource)
             created += result.created
             updated += not result.created
         else:
             new_resources.append(validate_for_store(resource, rtype))
+        if rtype == "DocumentReference":
+            updated += _supersede_replaced(txn, resource)
     txn.create_many(new_resources)
     return created + len(new_resources), updated
+
+
+def _current(txn: Txn, resource_type: str, resource_id: str) -> Resource | None:
+    """The resource as stored in this transaction (earlier entries' writes included)."""
+    try:
+        return txn.read(resource_type, resource_id)
+    except (NotFound, Gone):  # not stored yet (or deleted): the update creates it
+        return None
+
+
+# Choice elements: the stored value stays only when the incoming has none of the choices.
+CHOICE_PREFIXES = ("deceased", "multipleBirth")
+
+
+def merge_patient(stored: Resource, incoming: Resource) -> Resource:
+    """The incoming Patient over the stored one: an element the message leaves empty keeps
+    its stored value (an ORU's PID with only an id and a name does not wipe the address an
+    ADT stored); identifiers and links are the union of both."""
+    merged = dict(incoming)
+    for element, value in stored.items():
+        if element in ("id", "meta", "text") or element in merged:
+            continue
+        prefix = next((p for p in CHOICE_PREFIXES if element.startswith(p)), None)
+        if prefix is not None and any(k.startswith(prefix) for k in incoming):
+            continue
+        merged[element] = value
+    for element in ("identifier", "link"):
+        items = list(incoming.get(element, []))
+        seen = {_list_key(element, item) for item in items}
+        items += [item for item in stored.get(element, [])
+                  if _list_key(element, item) not in seen]
+        if items:
+            merged[element] = items
+    return merged
+
+
+def _list_key(element: str, item: Resource) -> tuple[Any, Any]:
+    if element == "link":
+        return item["other"].get("reference"), item.get("type")
+    return item.get("system"), item.get("value")
+
+
+def _check_links(patient: Resource) -> None:
+    own = f"Patient/{patient['id']}"
+    for link in patient.get("link", []):
+        if link["other"].get("reference") == own:
+            raise PreconditionFailed(
+                f"the merge links {own} to itself: the surviving and the prior patient "
+                "identifiers (PID-3, MRG-1) name the same stored Patient")
+
+
+def _resolve_conditional_references(txn: Txn, node: Any) -> None:
+    """``Type?criteria`` references to the one stored match; with none, the reference goes
+    and its identifier stays (a replaced document we never received)."""
+    if isinstance(node, dict):
+        reference = node.get("reference")
+        if isinstance(reference, str) and "?" in reference and "/" not in reference.split(
+                "?", 1)[0]:
+            rtype, _, criteria = reference.partition("?")
+            matches = txn.match(rtype, criteria)
+            if len(matches) > 1:
+                raise PreconditionFailed(
+                    f"Conditional reference '{reference}' matched {len(matches)} resources")
+            if matches:
+                node["reference"] = f"{rtype}/{matches[0]['id']}"
+            else:
+                del node["reference"]
+        for value in node.values():
+            _resolve_conditional_references(txn, value)
+    elif isinstance(node, list):
+        for item in node:
+            _resolve_conditional_references(txn, item)
+
+
+def _supersede_replaced(txn: Txn, document: Resource) -> int:
+    """Mark the documents a DocumentReference replaces as superseded; returns how many."""
+    count = 0
+    for relation in document.get("relatesTo", []):
+        target = relation["target"].get("reference", "")
+        if relation["code"] != "replaces" or not target.startswith("DocumentReference/"):
+            continue
+        replaced_id = target.split("/", 1)[1]
+        replaced = _current(txn, "DocumentReference", replaced_id)
+        if replaced is None or replaced_id == document["id"] or \
+                replaced.get("status") == "superseded":
+            continue
+        txn.update("DocumentReference", replaced_id, dict(replaced, status="superseded"))
+        count += 1
+    return count
 
 
 def import_hl7_file(store: Store, path: Path, summary: ImportSummary) -> None:
