@@ -144,8 +144,8 @@ class _DocumentWriter:
             rtype, resource_id = ref.split("/")
             resource["id"] = resource_id
             if ref in self.existing:
-                self.txn.update(rtype, resource_id, resource)
-                self.updated += 1
+                if not self.txn.update(rtype, resource_id, resource).unchanged:
+                    self.updated += 1
             else:
                 creates.append(validate_for_store(resource, rtype))
         self.txn.create_many(creates)

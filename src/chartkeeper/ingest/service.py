@@ -181,7 +181,7 @@ def store_transaction(txn: Txn, bundle: Resource) -> tuple[int, int]:
                     resource = merge_patient(stored, resource)
             result = txn.update(rtype, resource_id, resource)
             created += result.created
-            updated += not result.created
+            updated += not result.created and not result.unchanged
         else:
             new_resources.append(validate_for_store(resource, rtype))
         if rtype == "DocumentReference":

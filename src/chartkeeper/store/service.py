@@ -359,6 +359,15 @@ class Txn:
 
     def _write_version(self, row: Row[Any], resource: Resource | None, method: str
                        ) -> WriteResult:
+        if resource is not None and not row.deleted and row.content is not None:
+            current = loads(row.content)
+            if _without_version(current) == _without_version(resource):
+                # The same content again (a re-import, a resend): no new version, as HAPI
+                # FHIR does for a no-op update.
+                meta = current.get("meta") or {}
+                return WriteResult(current, row.resource_type, row.resource_id,
+                                   row.version_id, str(meta.get("lastUpdated", "")),
+                                   unchanged=True)
         version_id = row.version_id + 1
         last_updated = now_instant()
         stamped = _stamp(resource, row.resource_id, version_id, last_updated) \
@@ -490,7 +499,7 @@ class Txn:
                 chunk = ids[start:start + 500]
                 for row in self.conn.execute(
                     select(r.c.pk, r.c.resource_type, r.c.resource_id, r.c.version_id,
-                           r.c.content)
+                           r.c.deleted, r.c.content)
                     .where(r.c.resource_type == rtype, r.c.resource_id.in_(chunk))
                 ):
                     existing[(rtype, row.resource_id)] = row
@@ -499,12 +508,24 @@ class Txn:
         for key, item in keys.items():
             current = existing.get(key)
             if current is not None:
-                self._write_version(current, loads(item.content), "PUT")
-                updated += 1
+                if not self._write_version(current, loads(item.content), "PUT").unchanged:
+                    updated += 1
             else:
                 new_items.append(item)
         self.insert_prepared(new_items)
         return len(new_items), updated
+
+
+def _without_version(resource: Resource) -> Resource:
+    """The resource less what the store stamps on it (meta.versionId, meta.lastUpdated)."""
+    meta = resource.get("meta")
+    if not isinstance(meta, dict):
+        return resource
+    rest = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    if rest:
+        out["meta"] = rest
+    return out
 
 
 def normalize_instant(value: str) -> str:
