@@ -17,7 +17,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from chartkeeper.ingest.ccda_service import CcdaIngestor, create_ccda_schema
+from chartkeeper.ingest.ccda_service import CcdaIngestor
+from chartkeeper.ingest.service import create_ingest_schema
 from chartkeeper.store import Store
 
 ARCHIVE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea"
@@ -34,7 +35,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         store = Store(args.database_url or f"sqlite:///{scratch}/bench.sqlite")
         store.create_schema()
-        create_ccda_schema(store.engine)
+        create_ingest_schema(store.engine)
         ingestor = CcdaIngestor(store)
         created = 0
         started = time.perf_counter()

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import false, select
 
-from chartkeeper.ingest.ccda_service import create_ccda_schema, import_ccda_file
+from chartkeeper.ingest.ccda_service import import_ccda_file
 from chartkeeper.ingest.hl7_cli import hl7_app
 from chartkeeper.ingest.service import create_ingest_schema, import_hl7_file
 from chartkeeper.security.audit_cli import audit_app
@@ -155,13 +155,10 @@ def import_files(
         total = importer.import_files([f for f in files if f.suffix not in (".hl7", ".xml")],
                                       on_file)
         # HL7 v2 messages and C-CDA documents: the ingest slice maps and stores each one.
-        for suffix, create_schema, import_one in (
-                (".hl7", create_ingest_schema, import_hl7_file),
-                (".xml", create_ccda_schema, import_ccda_file)):
-            chosen = [f for f in files if f.suffix == suffix]
-            if chosen:
-                create_schema(store.engine)
-            for path in chosen:
+        if any(f.suffix in (".hl7", ".xml") for f in files):
+            create_ingest_schema(store.engine)
+        for suffix, import_one in ((".hl7", import_hl7_file), (".xml", import_ccda_file)):
+            for path in (f for f in files if f.suffix == suffix):
                 before = total.created + total.updated
                 import_one(store, path, total)
                 on_progress(total.created + total.updated - before)

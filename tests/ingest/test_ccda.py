@@ -14,7 +14,8 @@ import defusedxml.ElementTree as SafeET
 import pytest
 
 from chartkeeper.ingest.ccda import CcdaError
-from chartkeeper.ingest.ccda_service import CcdaIngestor, create_ccda_schema
+from chartkeeper.ingest.ccda_service import CcdaIngestor
+from chartkeeper.ingest.service import create_ingest_schema
 from chartkeeper.store import Store
 from chartkeeper.store.search import parse_query
 
@@ -30,7 +31,7 @@ SECTION_ROOTS = {"problems": "2.16.840.1.113883.10.20.22.2.5",
 def store(sqlite_url: str) -> Iterator[Store]:
     store = Store(sqlite_url)
     store.create_schema()
-    create_ccda_schema(store.engine)
+    create_ingest_schema(store.engine)
     yield store
     store.dispose()
 

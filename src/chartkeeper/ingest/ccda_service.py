@@ -12,9 +12,7 @@ from urllib.parse import urlencode
 from sqlalchemy import (
     Column,
     DateTime,
-    Engine,
     Integer,
-    MetaData,
     String,
     Table,
     UniqueConstraint,
@@ -25,12 +23,10 @@ from sqlalchemy.exc import IntegrityError
 
 from chartkeeper.ingest.ccda import CDA_FORMAT, SHA256_SYSTEM, CcdaDocument, CcdaError, parse
 from chartkeeper.ingest.ccda_map import Entry, Resource, reconcile_key
-from chartkeeper.ingest.service import rewrite_references
+from chartkeeper.ingest.service import metadata, rewrite_references
 from chartkeeper.store.errors import StoreError
 from chartkeeper.store.importer import ImportSummary
 from chartkeeper.store.service import Store, Txn, new_id, validate_for_store
-
-metadata = MetaData()
 
 # One row per stored document: the same id with the same bytes is imported once. (The
 # same id with other bytes is stored too: published examples reuse ids.)
@@ -46,11 +42,6 @@ ccda_document = Table(
     Column("received", DateTime(timezone=True), nullable=False),
     UniqueConstraint("id_system", "id_value", "sha256", name="uq_ccda_document_id_sha256"),
 )
-
-
-def create_ccda_schema(engine: Engine) -> None:
-    """Create the C-CDA log table (idempotent), on SQLite or PostgreSQL."""
-    metadata.create_all(engine)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from chartkeeper.store.service import Store, Txn, new_id, validate_for_store
 
 Resource = dict[str, Any]
 
-metadata = MetaData()
+metadata = MetaData()  # the ingest slice's own tables: the HL7 and C-CDA logs
 
 # One row per stored message: a sender's MSH-10 is seen once, whatever arrives after it.
 hl7_message = Table(
@@ -49,7 +49,9 @@ hl7_message = Table(
 
 
 def create_ingest_schema(engine: Engine) -> None:
-    """Create the ingest slice's own table (idempotent), on SQLite or PostgreSQL."""
+    """Create the ingest slice's own tables (idempotent), on SQLite or PostgreSQL."""
+    from chartkeeper.ingest import ccda_service  # noqa: F401 - defines its table on metadata
+
     metadata.create_all(engine)
 
 
