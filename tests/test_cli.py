@@ -76,7 +76,10 @@ def test_import_reports_rejections_and_stores_nothing_from_a_bad_bundle(tmp_path
     store = store_of(home)
     with store.read() as txn:
         assert txn.read("Patient", "p1")["id"] == "p1"
-    assert store.row_counts()["resource"] == 1
+    with store.read() as txn:
+        [provenance] = txn.search_params("Provenance", []).matches
+    assert provenance["target"] == [{"reference": "Patient/p1/_history/1"}]
+    assert store.row_counts()["resource"] == 2  # p1 and the Provenance of its chunk
     store.dispose()
 
 

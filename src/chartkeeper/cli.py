@@ -168,7 +168,7 @@ def import_files(
     if len(total.problems) > 50:
         console.print(f"... and {len(total.problems) - 50} more problems")
     typer.echo(f"files={total.files} created={total.created} updated={total.updated} "
-               f"rejected={total.rejected}")
+               f"rejected={total.rejected} already-imported={total.skipped}")
     if total.rejected:
         raise typer.Exit(1)
 

@@ -60,5 +60,5 @@ def test_importing_the_same_ndjson_twice_changes_nothing(store: Store, tmp_path:
     count = versions(store)
     second = Importer(store, workers=0).import_files([path])
     assert (first.created, first.updated) == (5, 0)
-    assert (second.created, second.updated, second.rejected) == (0, 0, 0)
-    assert versions(store) == count == 5
+    assert (second.created, second.updated, second.rejected, second.skipped) == (0, 0, 0, 1)
+    assert versions(store) == count == 5 + 1  # and the chunk's Provenance

@@ -425,7 +425,7 @@ async def batch_or_transaction(request: Request) -> Response:
         _store(request), lambda txn, url, method: _bundle_get(request, txn, url),
         lambda txn, method, rtype, rid, criteria, resource: _check_write(
             access, txn, method, rtype, rid, criteria, resource),
-        lambda txn: _audit_write(request, access, txn, None, 200))
+        lambda txn, _entries: _audit_write(request, access, txn, None, 200))
     result = await run_in_threadpool(_process_bundle, processor, bundle)
     return fhir_response(result)
 

@@ -274,3 +274,4 @@ def import_ccda_file(store: Store, path: Path, summary: ImportSummary) -> None:
         return
     summary.created += result.created
     summary.updated += result.updated
+    summary.skipped += result.status == "duplicate"

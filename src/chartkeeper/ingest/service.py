@@ -302,3 +302,4 @@ def import_hl7_file(store: Store, path: Path, summary: ImportSummary) -> None:
             continue
         summary.created += result.created
         summary.updated += result.updated
+        summary.skipped += result.status == "duplicate"

@@ -190,7 +190,8 @@ class BundleProcessor:
 
     def __init__(self, store: Store, search_entry: Callable[[Txn, str, str], dict[str, Any]],
                  check_write: WriteCheck | None = None,
-                 before_commit: Callable[[Txn], None] | None = None) -> None:
+                 before_commit: Callable[[Txn, list[dict[str, Any]]], None] | None = None
+                 ) -> None:
         self.store = store
         # Runs a GET entry (read or search) and returns its response entry; given by the API
         # so that searches in a bundle return the same Bundle the REST search would.
@@ -198,8 +199,9 @@ class BundleProcessor:
         # Called before each write entry runs, inside its transaction, with (txn, method,
         # type, id, search criteria, new resource): the API's authorization raises there.
         self.check_write = check_write
-        # Called at the end of a transaction Bundle, inside it (the API appends its audit
-        # entry there, so the changes and their entry commit together).
+        # Called at the end of a transaction Bundle, inside it, with the response entries
+        # (the API appends its audit entry there, so the changes and their entry commit
+        # together; an importer adds the Provenance of what the Bundle wrote).
         self.before_commit = before_commit
 
     def _check(self, txn: Txn, method: str, rtype: str, rid: str | None, query: str | None,
@@ -243,14 +245,11 @@ class BundleProcessor:
                     responses[req.index] = self._run_entry(txn, req, id_map)
                 except StoreError as exc:
                     raise _entry_error(where, exc) from exc
+            entries = [responses[i] for i in sorted(responses)]
             if self.before_commit is not None:
-                self.before_commit(txn)
-        return {
-            "resourceType": "Bundle",
-            "id": new_id(),
-            "type": "transaction-response",
-            "entry": [responses[i] for i in sorted(responses)],
-        }
+                self.before_commit(txn, entries)
+        return {"resourceType": "Bundle", "id": new_id(), "type": "transaction-response",
+                "entry": entries}
 
     def _create_all(self, txn: Txn, creates: list[EntryRequest],
                     responses: dict[int, dict[str, Any]]) -> None:

@@ -127,6 +127,15 @@ def _stamp(resource: Resource, resource_id: str, version_id: int, last_updated: 
 
 
 @dataclass(slots=True)
+class Upserted:
+    """What an upsert wrote: versioned references (``Type/id/_history/n``) of the resources
+    it created and of those it changed (an identical resource is in neither)."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class PreparedResource:
     """A new resource ready to insert: stamped as version 1, serialized and indexed.
 
@@ -473,19 +482,20 @@ class Txn:
             (pk, p.resource_type, p.rows) for pk, p in zip(pks, prepared, strict=True)
         )
 
-    def bulk_upsert(self, resources: list[Resource]) -> tuple[int, int]:
+    def bulk_upsert(self, resources: list[Resource]) -> Upserted:
         """Store already-validated resources that carry ids: new ones in bulk, others updated.
 
-        Returns (created, updated). Used by importers for throughput; the same rules as
-        ``update`` apply (a new version for an existing id).
+        Used by importers for throughput; the same rules as ``update`` apply (a new version
+        for an existing id, none when the content is the same).
         """
         last_updated = now_instant()
         return self.upsert_prepared([prepare_new(res, last_updated) for res in resources])
 
-    def upsert_prepared(self, prepared: list[PreparedResource]) -> tuple[int, int]:
+    def upsert_prepared(self, prepared: list[PreparedResource]) -> Upserted:
         """Insert prepared resources; those whose id already exists get a new version."""
+        done = Upserted()
         if not prepared:
-            return 0, 0
+            return done
         r = schema.resource
         keys: dict[tuple[str, str], PreparedResource] = {}
         for item in prepared:
@@ -503,17 +513,18 @@ class Txn:
                     .where(r.c.resource_type == rtype, r.c.resource_id.in_(chunk))
                 ):
                     existing[(rtype, row.resource_id)] = row
-        updated = 0
         new_items: list[PreparedResource] = []
         for key, item in keys.items():
             current = existing.get(key)
             if current is not None:
-                if not self._write_version(current, loads(item.content), "PUT").unchanged:
-                    updated += 1
+                result = self._write_version(current, loads(item.content), "PUT")
+                if not result.unchanged:
+                    done.updated.append(result.location)
             else:
                 new_items.append(item)
         self.insert_prepared(new_items)
-        return len(new_items), updated
+        done.created.extend(f"{p.resource_type}/{p.resource_id}/_history/1" for p in new_items)
+        return done
 
 
 def _without_version(resource: Resource) -> Resource:
