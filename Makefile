@@ -5,6 +5,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEFINITIONS := src/chartkeeper/fhir/definitions/r4-core.json.gz
+HTMX := src/chartkeeper/web/static/vendor/htmx.min.js
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
@@ -18,7 +19,7 @@ help:
 	@echo "make lint       ruff check on src/ and tests/, mypy --strict on src/"
 	@echo "make clean      remove caches and build output (keeps $(VENV) and var/)"
 
-venv install: $(STAMP) $(DEFINITIONS)
+venv install: $(STAMP) $(DEFINITIONS) $(HTMX)
 
 $(VENV_PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,11 @@ $(STAMP): pyproject.toml | $(VENV_PY)
 $(DEFINITIONS): src/chartkeeper/fhir/package.py | $(STAMP)
 	command -v npm >/dev/null 2>&1 || scripts/apt_install.sh npm
 	$(VENV_PY) -m chartkeeper.fhir.package --if-missing
+
+# The workbench's htmx, also from npm at install time (see web/assets.py).
+$(HTMX): src/chartkeeper/web/assets.py | $(STAMP)
+	command -v npm >/dev/null 2>&1 || scripts/apt_install.sh npm
+	$(VENV_PY) -m chartkeeper.web.assets
 
 run: install
 	$(VENV)/bin/chartkeeper init-demo

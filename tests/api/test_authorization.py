@@ -22,12 +22,16 @@ from chartkeeper.api.auth import api_routes
 from chartkeeper.security.identity import Role
 from chartkeeper.security.services import SecurityServices
 from chartkeeper.store import Store
+from chartkeeper.web.pages import PageRule
 from tests.api.conftest import FHIR, auth_header, issue_token, make_security, make_settings
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 PUBLIC_ROUTES = {
     ("GET", "/"), ("GET", "/fhir/metadata"), ("POST", "/auth/sign-in"),
     ("POST", "/auth/change-password"), ("POST", "/auth/token"),
+    # The workbench's sign-in page and form, its password change, and its CSS/JS.
+    ("GET", "/sign-in"), ("POST", "/sign-in"), ("POST", "/change-password"),
+    ("GET", "/static/{name}"),
 }
 # B's data and the VIP's: none of these strings may reach a token limited to patient A.
 FOREIGN = ("pat-b", "obs-b1", "enc-b", "doc-b", "bin-b", "pat-v", "obs-v1", "Bravo")
@@ -165,7 +169,13 @@ def test_without_credentials_every_non_public_route_answers_401(site: Site) -> N
             for method in route.methods:
                 if (method, route.path) in PUBLIC_ROUTES:
                     continue
-                response = anonymous.request(method, _concrete(route.path), json={})
+                response = anonymous.request(method, _concrete(route.path), json={},
+                                             follow_redirects=False)
+                if isinstance(route.rule, PageRule):  # a page: the browser goes to sign in
+                    assert response.status_code == 303, (method, route.path, response.text)
+                    assert response.headers["location"].startswith("/sign-in?next=")
+                    checked += 1
+                    continue
                 assert response.status_code == 401, (method, route.path, response.text)
                 assert response.headers["www-authenticate"].startswith("Bearer")
                 assert response.json()["resourceType"] == "OperationOutcome"

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chartkeeper import __version__
 from chartkeeper.api import deid_routes, fhir, openapi, security_routes
-from chartkeeper.api.auth import PUBLIC, RequestAccess, api_routes
+from chartkeeper.api.auth import RequestAccess, api_routes
 from chartkeeper.security.identity import SecurityError
 from chartkeeper.security.services import SecurityServices
 from chartkeeper.security.tokens import TokenError
@@ -26,6 +26,7 @@ from chartkeeper.store import Store
 from chartkeeper.store.bundle import operation_outcome
 from chartkeeper.store.errors import OutcomeIssue, StoreError
 from chartkeeper.store.export import ExportManager
+from chartkeeper.web import pages
 
 log = logging.getLogger("chartkeeper.api")
 access_log = logging.getLogger("chartkeeper.access")
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.include_router(fhir.router)
     app.include_router(security_routes.router)
     app.include_router(deid_routes.router)
+    app.include_router(pages.router)
 
     @app.middleware("http")
     async def _audit_and_log(request: Request, call_next: Any) -> Response:
@@ -98,8 +100,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         return True
 
     @app.exception_handler(SecurityError)
-    async def _security_error(_request: Request, exc: SecurityError) -> Response:
+    async def _security_error(request: Request, exc: SecurityError) -> Response:
         status = int(getattr(exc, "status", 400))
+        if isinstance(exc, pages.SignInNeeded):
+            return pages.sign_in_redirect(request, exc.next_path)
+        if pages.is_page(request):
+            return pages.error_page(request, status, str(exc))
         code = {401: "login", 403: "forbidden"}.get(status, "invalid" if status == 400
                                                     else "processing")
         headers = {}
@@ -110,7 +116,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
                                   headers)
 
     @app.exception_handler(StoreError)
-    async def _store_error(_request: Request, exc: StoreError) -> Response:
+    async def _store_error(request: Request, exc: StoreError) -> Response:
+        if pages.is_page(request):
+            return pages.error_page(request, exc.status, exc.diagnostics)
         return fhir.error_response(exc)
 
     @app.exception_handler(IntegrityError)
@@ -136,10 +144,6 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         issues = [OutcomeIssue("invalid", str(e.get("msg")), ".".join(map(str, e.get("loc", ()))))
                   for e in exc.errors()]
         return fhir.fhir_response(operation_outcome(issues), 400)
-
-    @app.get("/", include_in_schema=False, dependencies=[Depends(PUBLIC)])
-    def home() -> dict[str, Any]:
-        return {"name": "Chartkeeper", "version": __version__, "fhir": "/fhir/metadata"}
 
     check_route_rules(app)
     openapi.install_openapi(app)

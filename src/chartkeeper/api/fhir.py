@@ -59,7 +59,14 @@ from chartkeeper.store.errors import (
 )
 from chartkeeper.store.export import ExportJob, ExportManager, check_types
 from chartkeeper.store.search import SearchPage, parse_int, parse_query, restrict_to_patient
-from chartkeeper.store.service import HistoryPage, Txn, WriteResult, everything, now_instant
+from chartkeeper.store.service import (
+    HistoryPage,
+    Resource,
+    Txn,
+    WriteResult,
+    everything,
+    now_instant,
+)
 
 FHIR_JSON = "application/fhir+json"
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
@@ -655,8 +662,6 @@ def patient_everything(request: Request, patient_id: str) -> Response:
     grant = access.permit("Patient", "r")
     access.target("Patient", patient_id)
     access.details["operation"] = "everything"
-    if grant.compartment is not None and grant.compartment != patient_id:
-        raise Forbidden(f"access to Patient/{patient_id} is not permitted")
     types = since = None
     for name, value in _query_items(request):
         if name == "_type":
@@ -666,7 +671,30 @@ def patient_everything(request: Request, patient_id: str) -> Response:
         elif name not in ("_format", "_pretty", "_count"):
             raise InvalidRequest(f"$everything does not support the parameter '{name}'")
     check_types(types, load_definitions().resource_types)
-    with _store(request).read() as txn:
+    _patient, shown, withheld = visible_everything(access, _store(request), patient_id, types,
+                                                   since, grant)
+    base = _base(request)
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle", "id": _new_bundle_id(), "type": "searchset",
+        "total": len(shown),
+        "link": [{"relation": "self", "url": str(request.url)}],
+        "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
+                   "search": {"mode": "match"}} for r in shown],
+    }
+    _note_withheld(bundle, withheld)
+    return _answer(request, fhir_response(bundle))
+
+
+def visible_everything(access: RequestAccess, store: Store, patient_id: str,
+                       types: list[str] | None = None, since: str | None = None,
+                       grant: Grant | None = None) -> tuple[Resource, list[Resource], int]:
+    """A patient's record as this caller may see it: (the Patient, the resources shown, how
+    many were withheld). Forbidden when the patient is outside the caller's compartment or
+    restricted without break-the-glass. The API's ``$everything`` and the chart page use it."""
+    grant = grant or access.permit("Patient", "r")
+    if grant.compartment is not None and grant.compartment != patient_id:
+        raise Forbidden(f"access to Patient/{patient_id} is not permitted")
+    with store.read() as txn:
         patient = _guarded_read(access, grant, txn, "Patient", patient_id)
         resources = everything(txn, patient_id, types, since)
     guard = access.record_guard()
@@ -686,16 +714,7 @@ def patient_everything(request: Request, patient_id: str) -> Response:
             shown.append(resource)
         else:
             guard.withheld += 1
-    base = _base(request)
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle", "id": _new_bundle_id(), "type": "searchset",
-        "total": len(shown),
-        "link": [{"relation": "self", "url": str(request.url)}],
-        "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
-                   "search": {"mode": "match"}} for r in shown],
-    }
-    _note_withheld(bundle, guard.withheld)
-    return _answer(request, fhir_response(bundle))
+    return patient, shown, guard.withheld
 
 
 def _note_withheld(bundle: dict[str, Any], withheld: int) -> None:

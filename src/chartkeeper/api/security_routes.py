@@ -104,7 +104,7 @@ def _username_hint(username: str) -> str | None:
         return None
 
 
-async def _authenticate(access: RequestAccess, services: SecurityServices, username: str,
+async def authenticate_password(access: RequestAccess, services: SecurityServices, username: str,
                         password: str, totp: str | None) -> User:
     """Check a password (and TOTP); a refusal is audited as a failed login of the name tried,
     but only when that name is an account: many passwords look like usernames, and one typed
@@ -121,7 +121,7 @@ async def _authenticate(access: RequestAccess, services: SecurityServices, usern
     return user
 
 
-def _signed_in(access: RequestAccess, user: User) -> None:
+def signed_in(access: RequestAccess, user: User) -> None:
     """Audit the rest of the request as the user who just proved who they are (with role)."""
     access.principal = Principal(user.username, user.role, SESSION_SCOPES, via="password")
 
@@ -144,13 +144,13 @@ async def sign_in(request: Request) -> Response:
     username = _field(fields, "username") or ""
     password = _field(fields, "password") or ""
     totp = _field(fields, "totp", required=False)
-    user = await _authenticate(access, services, username, password, totp)
+    user = await authenticate_password(access, services, username, password, totp)
     if user.must_change_password:
         raise Forbidden("the password must be changed before signing in "
                         "(POST /auth/change-password)")
     token = await run_in_threadpool(services.sessions.start, user, services.now())
     access.action = AuditAction.LOGIN
-    _signed_in(access, user)
+    signed_in(access, user)
     access.details["session"] = "started"
     response = json_response({"user": user.username, "role": user.role.value,
                               "idleMinutes": services.sessions.policy.idle_minutes})
@@ -181,10 +181,10 @@ async def change_password(request: Request) -> Response:
     password = _field(fields, "password") or ""
     new_password = _field(fields, "newPassword") or ""
     totp = _field(fields, "totp", required=False)
-    user = await _authenticate(access, services, username, password, totp)
+    user = await authenticate_password(access, services, username, password, totp)
     # Signed in: from here a refusal (same or weak new password) is a failed password change.
     access.action = AuditAction.PRIVILEGE_CHANGE
-    _signed_in(access, user)
+    signed_in(access, user)
     access.details["change"] = "password"
     if new_password == password:
         raise InvalidRequest("the new password must differ from the old one")

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
-import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from chartkeeper.npm import NpmError, npm_pack, verify_sha1
 
 PACKAGE_NAME = "hl7.fhir.r4.examples"
 PACKAGE_VERSION = "4.0.1"
@@ -29,38 +29,16 @@ COMPILED_PATH = Path(__file__).with_name("definitions") / "r4-core.json.gz"
 COMPILED_FORMAT = 2
 
 
-class PackageError(RuntimeError):
-    """The definitions package could not be fetched or does not match what was expected."""
+PackageError = NpmError  # the definitions package could not be fetched or is not the one
 
 
 def fetch_tarball(dest_dir: Path) -> Path:
     """Download the package tarball with ``npm pack`` and check its digest."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    spec = f"{PACKAGE_NAME}@{PACKAGE_VERSION}"
-    try:
-        completed = subprocess.run(
-            ["npm", "pack", spec, "--pack-destination", str(dest_dir), "--silent"],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-    except FileNotFoundError as exc:
-        raise PackageError("npm is not installed; it is needed to fetch " + spec) from exc
-    except subprocess.CalledProcessError as exc:
-        raise PackageError(f"npm pack {spec} failed: {exc.stderr.strip()}") from exc
-    name = completed.stdout.strip().splitlines()[-1]
-    tarball = dest_dir / name
-    verify_tarball(tarball)
-    return tarball
+    return npm_pack(PACKAGE_NAME, PACKAGE_VERSION, PACKAGE_SHA1, dest_dir)
 
 
 def verify_tarball(tarball: Path) -> None:
-    digest = hashlib.sha1(tarball.read_bytes()).hexdigest()  # noqa: S324 - npm's published shasum
-    if digest != PACKAGE_SHA1:
-        raise PackageError(
-            f"{tarball} has SHA-1 {digest}, expected {PACKAGE_SHA1} for {PACKAGE_NAME}"
-            f"@{PACKAGE_VERSION}"
-        )
+    verify_sha1(tarball, PACKAGE_SHA1)
 
 
 def _compact_search_parameter(sp: dict[str, Any]) -> dict[str, Any]:

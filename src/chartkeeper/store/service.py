@@ -599,6 +599,28 @@ def compartment_members(resource_type: str) -> dict[str, list[str]]:
     }
 
 
+def provenance_of(txn: Txn, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str],
+                                                                     list[Resource]]:
+    """The Provenances whose ``target`` names each (type, id): where each record came from."""
+    ref = schema.idx_reference
+    res = schema.resource
+    wanted = sorted(set(keys))
+    found: dict[tuple[str, str], list[Resource]] = {}
+    loaded: dict[int, Resource] = {}
+    for start in range(0, len(wanted), 500):
+        for row in txn.conn.execute(
+            select(res.c.pk, res.c.content, ref.c.target_type, ref.c.target_id)
+            .join(ref, ref.c.resource_pk == res.c.pk)
+            .where(ref.c.resource_type == "Provenance", ref.c.param == "target",
+                   tuple_(ref.c.target_type, ref.c.target_id).in_(wanted[start:start + 500]),
+                   res.c.deleted.is_(False))
+        ):
+            if row.pk not in loaded:
+                loaded[row.pk] = loads(row.content)
+            found.setdefault((row.target_type, row.target_id), []).append(loaded[row.pk])
+    return found
+
+
 def everything(txn: Txn, patient_id: str, types: list[str] | None = None,
                since: str | None = None) -> list[Resource]:
     """Patient/$everything: the patient, every resource in its compartment, and what they cite."""

@@ -1,0 +1,1 @@
+"""The web workbench (server-rendered pages over the same security layer as the API)."""
