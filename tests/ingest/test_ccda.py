@@ -24,7 +24,11 @@ H = {"h": V3}
 SECTION_ROOTS = {"problems": "2.16.840.1.113883.10.20.22.2.5",
                  "medications": "2.16.840.1.113883.10.20.22.2.1",
                  "allergies": "2.16.840.1.113883.10.20.22.2.6",
-                 "results": "2.16.840.1.113883.10.20.22.2.3"}
+                 "results": "2.16.840.1.113883.10.20.22.2.3",
+                 "social-history": "2.16.840.1.113883.10.20.22.2.17",
+                 "plan-of-treatment": "2.16.840.1.113883.10.20.22.2.10"}
+INSTRUCTION = "2.16.840.1.113883.10.20.22.4.20"
+PLANNED_MOODS = {"INT", "RQO", "PRP", "ARQ", "PRMS", "APT"}
 
 
 @pytest.fixture
@@ -63,10 +67,30 @@ def sections(root: Element, name: str) -> list[Element]:
             if {t.get("root") for t in s.findall("h:templateId", H)} & {base, base + ".1"}]
 
 
+def planned_entries(section: Element) -> dict[str, int]:
+    """A Plan of Treatment section's entries by the resource each must become: goals (goal
+    mood) → Goal, planned substance administrations → MedicationRequest, planned acts,
+    encounters, procedures and observations → ServiceRequest. Instructions, supplies and
+    event-mood entries (handoff communication) are not mapped."""
+    found = {"Goal": 0, "MedicationRequest": 0, "ServiceRequest": 0}
+    for statement in section.findall("h:entry/*", H):
+        tag, mood = statement.tag.removeprefix(f"{{{V3}}}"), statement.get("moodCode")
+        if INSTRUCTION in {t.get("root") for t in statement.findall("h:templateId", H)}:
+            continue
+        if tag == "observation" and mood == "GOL":
+            found["Goal"] += 1
+        elif mood in PLANNED_MOODS and tag == "substanceAdministration":
+            found["MedicationRequest"] += 1
+        elif mood in PLANNED_MOODS and tag in ("act", "encounter", "procedure", "observation"):
+            found["ServiceRequest"] += 1
+    return found
+
+
 def expected_counts(raw: bytes) -> dict[str, int]:
     """Distinct items per section, counted from the XML with XPath, not by the mapper:
     problems/allergies by (negation, code) and medications by (mood, code), uncoded ones
-    each on their own; results as organizers + component observations."""
+    each on their own; results as organizers + component observations; social history and
+    plan of treatment entry by entry (they are not reconciled)."""
     root = SafeET.fromstring(raw)
     counts: dict[str, int] = {}
     keys: set[tuple[str, ...]] = set()
@@ -111,6 +135,10 @@ def expected_counts(raw: bytes) -> dict[str, int]:
         + len(s.findall("h:entry/h:organizer/h:component/h:observation", H))
         + len(s.findall("h:entry/h:observation", H))
         for s in sections(root, "results"))
+    counts["social-history"] = sum(len(s.findall("h:entry/h:observation", H))
+                                   for s in sections(root, "social-history"))
+    counts["plan-of-treatment"] = sum(sum(planned_entries(s).values())
+                                      for s in sections(root, "plan-of-treatment"))
     return counts
 
 
@@ -131,15 +159,24 @@ def stored_counts(store: Store, patient_id: str) -> dict[str, int]:
             resource = json.loads(content)
             if (resource.get("subject") or resource.get("patient") or {}).get("reference") != ref:
                 continue
-            if rtype == "Observation" and resource["category"][0]["coding"][0]["code"] \
-                    != "laboratory":
+            codes = {c.get("code") for category in resource.get("category", [])
+                     if isinstance(category, dict)  # AllergyIntolerance's are codes
+                     for c in category.get("coding", [])}
+            if rtype == "Observation" and "social-history" in codes:
+                rtype = "social-history"
+            elif rtype == "Observation" and "laboratory" not in codes:
                 continue
+            elif rtype == "MedicationRequest" and "18776-5" in codes:  # plan of treatment
+                rtype = "planned MedicationRequest"
             found[rtype] = found.get(rtype, 0) + 1
     return {"problems": found.get("Condition", 0),
             "medications": found.get("MedicationStatement", 0)
             + found.get("MedicationRequest", 0),
             "allergies": found.get("AllergyIntolerance", 0),
-            "results": found.get("DiagnosticReport", 0) + found.get("Observation", 0)}
+            "results": found.get("DiagnosticReport", 0) + found.get("Observation", 0),
+            "social-history": found.get("social-history", 0),
+            "plan-of-treatment": found.get("ServiceRequest", 0) + found.get("Goal", 0)
+            + found.get("planned MedicationRequest", 0)}
 
 
 def patient_of(store: Store, sha256: str) -> str:

@@ -2,14 +2,15 @@
 
 The XML goes through ``defusedxml`` (no DTDs, no entities, no external references, no
 network); anything that is not a CDA ``ClinicalDocument`` with a recordTarget patient is
-refused with a ``CcdaError``. Sections are recognised by templateId; the entry mappers are
-in ``ccda_map``. Nothing here touches the database.
+refused with a ``CcdaError``. Sections are recognised by templateId (``SECTION_MAPPERS``); the
+entry mappers are in ``ccda_map`` and ``ccda_sections``. Nothing here touches the database.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element, ParseError
 
@@ -17,15 +18,40 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from chartkeeper.ingest.ccda_map import (
+    ALLERGIES,
+    ENCOUNTERS,
+    IMMUNIZATIONS,
+    MEDICATIONS,
     NS,
+    PROBLEMS,
+    PROCEDURES,
+    RESULTS,
+    VITAL_SIGNS,
     Entry,
     Resource,
     concept,
     identifier,
+    map_allergies,
+    map_encounters,
+    map_immunizations,
+    map_medications,
+    map_problems,
+    map_procedures,
+    map_results,
+    map_vital_signs,
     q,
-    section_mapper,
+    template_ids,
     text_of,
     timestamp,
+)
+
+# CcdaError is defined with the mappers (an entry can be refused); this is its public home.
+from chartkeeper.ingest.ccda_map import CcdaError as CcdaError
+from chartkeeper.ingest.ccda_sections import (
+    PLAN_OF_TREATMENT,
+    SOCIAL_HISTORY,
+    map_plan_of_treatment,
+    map_social_history,
 )
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
@@ -36,12 +62,30 @@ CDA_FORMAT = {"system": "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/form
 SHA256_SYSTEM = "urn:chartkeeper:sha256"
 
 
-class CcdaError(ValueError):
-    """A document we refuse: unsafe or malformed XML, not a ClinicalDocument, no patient."""
+SectionMapper = Callable[[Element, Resource], list[Entry]]
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+# template root → (section name, mapper), in document order of a CCD.
+SECTION_MAPPERS: dict[str, tuple[str, SectionMapper]] = {
+    PROBLEMS: ("problems", map_problems),
+    MEDICATIONS: ("medications", map_medications),
+    ALLERGIES: ("allergies", map_allergies),
+    RESULTS: ("results", map_results),
+    VITAL_SIGNS: ("vital-signs", map_vital_signs),
+    PROCEDURES: ("procedures", map_procedures),
+    IMMUNIZATIONS: ("immunizations", map_immunizations),
+    ENCOUNTERS: ("encounters", map_encounters),
+    SOCIAL_HISTORY: ("social-history", map_social_history),
+    PLAN_OF_TREATMENT: ("plan-of-treatment", map_plan_of_treatment),
+}
+
+
+def section_mapper(section: Element) -> tuple[str, SectionMapper] | None:
+    """The mapper for a section by its templateId (entries-required or -optional root)."""
+    for root in template_ids(section):
+        found = SECTION_MAPPERS.get(root) or SECTION_MAPPERS.get(root + ".1")
+        if found:
+            return found
+    return None
 
 
 @dataclass

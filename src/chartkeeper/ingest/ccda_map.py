@@ -1,10 +1,13 @@
-"""C-CDA R2.1 entries to FHIR R4: data types (CD, PQ, TS, II) and one mapper per section."""
+"""C-CDA R2.1 entries to FHIR R4: data types (CD, PQ, TS, II) and the mappers of the clinical
+sections (problems to encounters); Social History and Plan of Treatment are in ``ccda_sections``.
+"""
 
 from __future__ import annotations
 
+import calendar
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -27,6 +30,7 @@ CODE_SYSTEMS = {
     "2.16.840.1.113883.6.12": "http://www.ama-assn.org/go/cpt",
     "2.16.840.1.113883.6.285": "urn:oid:2.16.840.1.113883.6.285",
     "2.16.840.1.113883.12.292": "http://hl7.org/fhir/sid/cvx",
+    "2.16.840.1.113883.6.59": "http://hl7.org/fhir/sid/cvx",  # CVX's older OID, still common
     "2.16.840.1.113883.4.9": "http://fdasis.nlm.nih.gov",
     "2.16.840.1.113883.6.69": "http://hl7.org/fhir/sid/ndc",
     "2.16.840.1.113883.6.8": "http://unitsofmeasure.org",
@@ -58,8 +62,22 @@ SEVERITY_OBSERVATION = "2.16.840.1.113883.10.20.22.4.8"
 
 NO_KNOWN_ALLERGY = {"system": "http://snomed.info/sct", "code": "716186003",
                     "display": "No known allergy (situation)"}
+# Marks a MedicationRequest made from a Plan of Treatment entry (LOINC 18776-5, the section's
+# code), so that reconciliation of the medication list never matches a planned medication.
+PLAN_OF_TREATMENT_CATEGORY: Resource = {
+    "coding": [{"system": "http://loinc.org", "code": "18776-5", "display": "Plan of care note"}],
+    "text": "Plan of Treatment"}
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _TS = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d+)?([+-]\d{4}|Z)?$")
+
+
+class CcdaError(ValueError):
+    """A document we refuse: unsafe or malformed XML, not a ClinicalDocument, no patient, or
+    an entry that lacks what its template requires."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def q(name: str) -> str:
@@ -130,13 +148,23 @@ def identifiers(element: Element) -> list[Resource]:
 
 def timestamp(value: str | None) -> str | None:
     """TS to a FHIR date/dateTime. A time without a zone is cut to its date: FHIR requires
-    a zone with a time, and guessing one would invent data."""
+    a zone with a time, and guessing one would invent data. So is a time that is no clock
+    time, and a day that is not in its month (published examples carry 20100431) leaves the
+    year and month: the precision the sender got right."""
     if not value:
         return None
     match = _TS.match(value.strip())
     if match is None:
         return None
     year, month, day, hour, minute, second, fraction, zone = match.groups()
+    if month is not None and not 1 <= int(month) <= 12:
+        return year
+    if day is not None and month is not None \
+            and not 1 <= int(day) <= calendar.monthrange(int(year), int(month))[1]:
+        return f"{year}-{month}"
+    if hour is not None and (int(hour) > 23 or int(minute or 0) > 59
+                             or int(second or 0) > 59):
+        hour = None
     date = "-".join(p for p in (year, month, day) if p)
     if hour is None or zone is None or day is None:
         return date
@@ -146,7 +174,8 @@ def timestamp(value: str | None) -> str | None:
 
 
 def effective(element: Element) -> Resource:
-    """effectiveTime (TS or IVL_TS) as {'dateTime': ...} or {'period': {...}}."""
+    """effectiveTime (TS or IVL_TS) as {'dateTime': ...} or {'period': {...}}; an interval given
+    only by its center is that center's dateTime."""
     time = element.find("h:effectiveTime", NS)
     if time is None:
         return {}
@@ -157,6 +186,9 @@ def effective(element: Element) -> Resource:
     high = timestamp(_attr(time, "h:high", "value"))
     if low and not high:
         return {"dateTime": low}
+    center = timestamp(_attr(time, "h:center", "value"))
+    if center and not high:
+        return {"dateTime": center}
     period = {k: v for k, v in (("start", low), ("end", high)) if v}
     return {"period": period} if period else {}
 
@@ -215,21 +247,25 @@ class Entry:
     section: str
     resource: Resource
     full_url: str = field(default_factory=lambda: f"urn:uuid:{uuid.uuid4()}")
+    # False for entries kept per document (social history, plan of treatment): neither
+    # merged with another entry of the document nor matched to what the store holds.
+    reconcile: bool = True
 
     @property
     def reconcile_key(self) -> tuple[str, str] | None:
-        return reconcile_key(self.resource)
+        return reconcile_key(self.resource) if self.reconcile else None
 
 
 def reconcile_key(resource: Resource) -> tuple[str, str] | None:
     """What makes a problem, medication or allergy "the same one" for a patient: its type,
-    first coding and whether it is refuted. Other resources are matched on identifiers only."""
+    first coding and whether it is refuted. Other resources, and planned medications, are
+    matched on identifiers only."""
     rtype = resource.get("resourceType", "")
     field_name = {"Condition": "code", "AllergyIntolerance": "code",
                   "MedicationStatement": "medicationCodeableConcept",
                   "MedicationRequest": "medicationCodeableConcept"}.get(rtype)
     code = resource.get(field_name) if field_name else None
-    if not code or not code.get("coding"):
+    if not code or not code.get("coding") or _planned(resource):
         return None
     first = code["coding"][0]
     status = (resource.get("verificationStatus") or {}).get("coding") or [{}]
@@ -237,7 +273,14 @@ def reconcile_key(resource: Resource) -> tuple[str, str] | None:
     return f"{rtype}|{first.get('system', '')}{refuted}", first["code"]
 
 
-def _statements(section: Element) -> Iterator[Element]:
+def _planned(resource: Resource) -> bool:
+    marker = PLAN_OF_TREATMENT_CATEGORY["coding"][0]
+    return any(c.get("system") == marker["system"] and c.get("code") == marker["code"]
+               for category in resource.get("category", []) if isinstance(category, dict)
+               for c in category.get("coding", []))
+
+
+def statements(section: Element) -> Iterator[Element]:
     for entry in section.findall("h:entry", NS):
         for child in entry:
             if isinstance(child.tag, str) and child.tag.startswith(f"{{{V3}}}"):
@@ -251,7 +294,7 @@ def _related(element: Element, template: str) -> list[Element]:
 def map_problems(section: Element, subject: Resource) -> list[Entry]:
     """Problem Concern Act → its Problem Observations → Condition (refuted when negated)."""
     entries = []
-    for statement in _statements(section):
+    for statement in statements(section):
         observations = ([statement] if has_template(statement, PROBLEM_OBSERVATION)
                         else _related(statement, PROBLEM_OBSERVATION))
         concern_status = status_code(statement)
@@ -285,17 +328,17 @@ def map_problems(section: Element, subject: Resource) -> list[Entry]:
                     condition["onsetDateTime"] = when["period"]["start"]
                 if "end" in when["period"]:
                     condition["abatementDateTime"] = when["period"]["end"]
-            entries.append(Entry("problems", _clean(condition)))
+            entries.append(Entry("problems", clean(condition)))
     return entries
 
 
 _MED_STATUS = {"active": "active", "completed": "completed", "aborted": "stopped",
                "suspended": "on-hold", "cancelled": "stopped", "held": "on-hold"}
-_REQUEST_STATUS = {"active": "active", "completed": "completed", "aborted": "stopped",
+REQUEST_STATUS = {"active": "active", "completed": "completed", "aborted": "stopped",
                    "suspended": "on-hold", "cancelled": "cancelled", "new": "draft"}
 
 
-def _medication_code(admin: Element) -> Resource:
+def medication_code(admin: Element) -> Resource:
     material = admin.find("h:consumable/h:manufacturedProduct/h:manufacturedMaterial", NS)
     code = concept(material.find("h:code", NS)) if material is not None else None
     if code is None:
@@ -304,7 +347,7 @@ def _medication_code(admin: Element) -> Resource:
     return code
 
 
-def _dosage(admin: Element) -> Resource:
+def dosage_of(admin: Element) -> Resource:
     dosage: Resource = {}
     text = text_of(admin.find("h:text", NS))
     if text:
@@ -321,21 +364,21 @@ def _dosage(admin: Element) -> Resource:
 def map_medications(section: Element, subject: Resource) -> list[Entry]:
     """Medication Activity: moodCode INT → MedicationRequest, otherwise MedicationStatement."""
     entries = []
-    for admin in _statements(section):
+    for admin in statements(section):
         if not admin.tag.endswith("substanceAdministration"):
             continue
-        code = _medication_code(admin)
+        code = medication_code(admin)
         status = status_code(admin)
         times = [t for t in admin.findall("h:effectiveTime", NS)
                  if (t.get(XSI_TYPE) or "IVL_TS").endswith("IVL_TS")]
         when = effective(admin) if times and times[0] is admin.find("h:effectiveTime", NS) \
             else {}
-        dosage = _dosage(admin)
+        dosage = dosage_of(admin)
         if admin.get("moodCode") == "INT":
             resource: Resource = {
                 "resourceType": "MedicationRequest",
                 "identifier": identifiers(admin),
-                "status": _REQUEST_STATUS.get(status, "unknown"),
+                "status": REQUEST_STATUS.get(status, "unknown"),
                 "intent": "plan",
                 "doNotPerform": True if negated(admin) else None,
                 "medicationCodeableConcept": code,
@@ -354,7 +397,7 @@ def map_medications(section: Element, subject: Resource) -> list[Entry]:
                 "effectivePeriod": when.get("period"),
                 "dosage": [dosage] if dosage else None,
             }
-        entries.append(Entry("medications", _clean(resource)))
+        entries.append(Entry("medications", clean(resource)))
     return entries
 
 
@@ -370,7 +413,7 @@ _SEVERITY = {"255604002": "mild", "6736007": "moderate", "24484000": "severe",
 def map_allergies(section: Element, subject: Resource) -> list[Entry]:
     """Allergy Concern Act → Allergy Intolerance Observations → AllergyIntolerance."""
     entries = []
-    for statement in _statements(section):
+    for statement in statements(section):
         observations = ([statement] if has_template(statement, ALLERGY_OBSERVATION)
                         else _related(statement, ALLERGY_OBSERVATION))
         concern_status = status_code(statement)
@@ -415,7 +458,7 @@ def map_allergies(section: Element, subject: Resource) -> list[Entry]:
                 "onsetDateTime": when.get("dateTime") or when.get("period", {}).get("start"),
                 "reaction": reactions or None,
             }
-            entries.append(Entry("allergies", _clean(resource)))
+            entries.append(Entry("allergies", clean(resource)))
     return entries
 
 
@@ -443,6 +486,9 @@ def observation_value(obs: Element) -> Resource:
         return {"valueCodeableConcept": code} if code else {}
     if kind == "BL" and value.get("value") in ("true", "false"):
         return {"valueBoolean": value.get("value") == "true"}
+    if kind == "TS":
+        stamp = timestamp(value.get("value"))
+        return {"valueDateTime": stamp} if stamp else {}
     if kind == "IVL_PQ":
         low = quantity(value.find("h:low", NS))
         high = quantity(value.find("h:high", NS))
@@ -498,7 +544,7 @@ def map_observation(obs: Element, subject: Resource, category: str) -> Resource:
     }
     if negated(obs):
         resource["dataAbsentReason"] = {"text": "not observed (negationInd)"}
-    return _clean(resource)
+    return clean(resource)
 
 
 _REPORT_STATUS = {"completed": "final", "active": "partial", "aborted": "cancelled",
@@ -508,7 +554,7 @@ _REPORT_STATUS = {"completed": "final", "active": "partial", "aborted": "cancell
 def map_results(section: Element, subject: Resource) -> list[Entry]:
     """Result Organizer → DiagnosticReport; its Result Observations → Observations."""
     entries = []
-    for statement in _statements(section):
+    for statement in statements(section):
         if has_template(statement, RESULT_OBSERVATION) or statement.tag == q("observation"):
             entries.append(Entry("results", map_observation(statement, subject, "laboratory")))
             continue
@@ -528,7 +574,7 @@ def map_results(section: Element, subject: Resource) -> list[Entry]:
             "effectivePeriod": when.get("period"),
             "result": [{"reference": o.full_url} for o in observations] or None,
         }
-        entries.append(Entry("results", _clean(report)))
+        entries.append(Entry("results", clean(report)))
         entries.extend(observations)
     return entries
 
@@ -536,7 +582,7 @@ def map_results(section: Element, subject: Resource) -> list[Entry]:
 def map_vital_signs(section: Element, subject: Resource) -> list[Entry]:
     """Vital Signs Organizer → its Vital Sign Observations (category vital-signs)."""
     entries = []
-    for statement in _statements(section):
+    for statement in statements(section):
         observations = ([statement] if statement.tag == q("observation")
                         else statement.findall("h:component/h:observation", NS))
         entries += [Entry("vital-signs", map_observation(o, subject, "vital-signs"))
@@ -551,7 +597,7 @@ _PROCEDURE_STATUS = {"completed": "completed", "active": "in-progress", "aborted
 def map_procedures(section: Element, subject: Resource) -> list[Entry]:
     """Procedure Activity procedure/observation/act → Procedure."""
     entries = []
-    for statement in _statements(section):
+    for statement in statements(section):
         when = effective(statement)
         resource: Resource = {
             "resourceType": "Procedure",
@@ -563,33 +609,33 @@ def map_procedures(section: Element, subject: Resource) -> list[Entry]:
             "performedDateTime": when.get("dateTime"),
             "performedPeriod": when.get("period"),
         }
-        entries.append(Entry("procedures", _clean(resource)))
+        entries.append(Entry("procedures", clean(resource)))
     return entries
 
 
 def map_immunizations(section: Element, subject: Resource) -> list[Entry]:
     """Immunization Activity → Immunization (not-done when negated)."""
     entries = []
-    for admin in _statements(section):
+    for admin in statements(section):
         when = effective(admin)
         occurrence = when.get("dateTime") or when.get("period", {}).get("start")
         resource: Resource = {
             "resourceType": "Immunization",
             "identifier": identifiers(admin),
             "status": "not-done" if negated(admin) else "completed",
-            "vaccineCode": _medication_code(admin),
+            "vaccineCode": medication_code(admin),
             "patient": subject,
             "occurrenceDateTime": occurrence,
             "occurrenceString": None if occurrence else "unknown",
         }
-        entries.append(Entry("immunizations", _clean(resource)))
+        entries.append(Entry("immunizations", clean(resource)))
     return entries
 
 
 def map_encounters(section: Element, subject: Resource) -> list[Entry]:
     """Encounter Activity → Encounter (finished, ambulatory unless the code says otherwise)."""
     entries = []
-    for encounter in _statements(section):
+    for encounter in statements(section):
         when = effective(encounter)
         period = when.get("period") or ({"start": when["dateTime"]} if "dateTime" in when
                                         else None)
@@ -604,34 +650,10 @@ def map_encounters(section: Element, subject: Resource) -> list[Entry]:
             "subject": subject,
             "period": period,
         }
-        entries.append(Entry("encounters", _clean(resource)))
+        entries.append(Entry("encounters", clean(resource)))
     return entries
 
 
-SectionMapper = Callable[[Element, Resource], list[Entry]]
-
-# template root → (section name, mapper); the mappers above, in document order of a CCD.
-SECTION_MAPPERS: dict[str, tuple[str, SectionMapper]] = {
-    PROBLEMS: ("problems", map_problems),
-    MEDICATIONS: ("medications", map_medications),
-    ALLERGIES: ("allergies", map_allergies),
-    RESULTS: ("results", map_results),
-    VITAL_SIGNS: ("vital-signs", map_vital_signs),
-    PROCEDURES: ("procedures", map_procedures),
-    IMMUNIZATIONS: ("immunizations", map_immunizations),
-    ENCOUNTERS: ("encounters", map_encounters),
-}
-
-
-def section_mapper(section: Element) -> tuple[str, SectionMapper] | None:
-    """The mapper for a section by its templateId (entries-required or -optional root)."""
-    for root in template_ids(section):
-        found = SECTION_MAPPERS.get(root) or SECTION_MAPPERS.get(root + ".1")
-        if found:
-            return found
-    return None
-
-
-def _clean(resource: Resource) -> Resource:
+def clean(resource: Resource) -> Resource:
     """Drop None values and empty lists, so that the resource validates."""
     return {k: v for k, v in resource.items() if v is not None and v != [] and v != {}}

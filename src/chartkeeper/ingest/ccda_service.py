@@ -162,6 +162,11 @@ class _DocumentWriter:
                        patient_known: bool) -> None:
         resource = entry.resource
         rtype = resource["resourceType"]
+        if not entry.reconcile:  # kept per document: always a resource of its own
+            own = f"{rtype}/{new_id()}"
+            self.pending[own] = dict(resource)
+            self.ids[entry.full_url] = own
+            return
         entry_keys: list[tuple[str, ...]] = [(rtype, "id", _token(i))
                                              for i in resource.get("identifier", [])]
         code_key = reconcile_key(resource)

@@ -605,19 +605,22 @@ def provenance_of(txn: Txn, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, 
     ref = schema.idx_reference
     res = schema.resource
     wanted = sorted(set(keys))
-    found: dict[tuple[str, str], list[Resource]] = {}
-    loaded: dict[int, Resource] = {}
+    targets: dict[int, list[tuple[str, str]]] = {}
     for start in range(0, len(wanted), 500):
         for row in txn.conn.execute(
-            select(res.c.pk, res.c.content, ref.c.target_type, ref.c.target_id)
-            .join(ref, ref.c.resource_pk == res.c.pk)
+            select(ref.c.resource_pk, ref.c.target_type, ref.c.target_id)
             .where(ref.c.resource_type == "Provenance", ref.c.param == "target",
-                   tuple_(ref.c.target_type, ref.c.target_id).in_(wanted[start:start + 500]),
-                   res.c.deleted.is_(False))
+                   tuple_(ref.c.target_type, ref.c.target_id).in_(wanted[start:start + 500]))
         ):
-            if row.pk not in loaded:
-                loaded[row.pk] = loads(row.content)
-            found.setdefault((row.target_type, row.target_id), []).append(loaded[row.pk])
+            targets.setdefault(row.resource_pk, []).append((row.target_type, row.target_id))
+    found: dict[tuple[str, str], list[Resource]] = {}
+    pks = sorted(targets)
+    for start in range(0, len(pks), 500):  # each Provenance read once, however many targets
+        for pk, content in txn.conn.execute(select(res.c.pk, res.c.content).where(
+                res.c.pk.in_(pks[start:start + 500]), res.c.deleted.is_(False))):
+            provenance = loads(content)
+            for key in targets[pk]:
+                found.setdefault(key, []).append(provenance)
     return found
 
 
@@ -628,22 +631,23 @@ def everything(txn: Txn, patient_id: str, types: list[str] | None = None,
     members = compartment_members("Patient")
     ref = schema.idx_reference
     res = schema.resource
-    rows = txn.conn.execute(
-        select(res.c.pk, res.c.resource_type, res.c.resource_id, res.c.content, ref.c.param)
-        .join(ref, ref.c.resource_pk == res.c.pk)
-        .where(ref.c.target_type == "Patient", ref.c.target_id == patient_id,
-               res.c.deleted.is_(False))
-    ).all()
+    # Index rows exist only for current, undeleted resources: the members come from the
+    # reference index alone, then each one's content once (a resource citing the patient
+    # under two parameters would otherwise be fetched twice).
+    pks = sorted({row.resource_pk for row in txn.conn.execute(
+        select(ref.c.resource_pk, ref.c.resource_type, ref.c.param)
+        .where(ref.c.target_type == "Patient", ref.c.target_id == patient_id))
+        if row.param in members.get(row.resource_type, [])})
     since_norm = normalize_instant(since) if since else None
     found: dict[tuple[str, str], Resource] = {("Patient", patient_id): patient}
-    pks: list[int] = []
-    for row in rows:
-        key = (row.resource_type, row.resource_id)
-        if key in found or row.param not in members.get(row.resource_type, []):
-            continue
-        resource = loads(row.content)
-        found[key] = resource
-        pks.append(row.pk)
+    for start in range(0, len(pks), 500):
+        for row in txn.conn.execute(
+            select(res.c.resource_type, res.c.resource_id, res.c.content)
+            .where(res.c.pk.in_(pks[start:start + 500]), res.c.deleted.is_(False))
+        ):
+            key = (row.resource_type, row.resource_id)
+            if key not in found:
+                found[key] = loads(row.content)
     # One level of referenced resources (practitioners, organizations, medications, locations).
     cited: set[tuple[str, str]] = set()
     for start in range(0, len(pks), 500):
