@@ -28,6 +28,7 @@ from chartkeeper.api.auth import (
     RequestAccess,
     access_of,
 )
+from chartkeeper.chart.signing import check_not_locked
 from chartkeeper.fhir.definitions import load as load_definitions
 from chartkeeper.fhir.definitions import summary_elements
 from chartkeeper.fhir.fhirpath import parse_reference
@@ -353,6 +354,7 @@ def _check_write(access: RequestAccess, txn: Txn, method: str, resource_type: st
         existing = txn.match(resource_type, criteria)
     for current in existing:
         guard.check(current, grant, f"{resource_type}/{current['id']}")
+        check_not_locked(current)  # a signed document changes only by addendum or amendment
     if len(existing) == 1:
         access.details["before"] = int(existing[0]["meta"]["versionId"])
 

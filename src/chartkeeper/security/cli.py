@@ -169,6 +169,30 @@ def enroll_totp(name: Annotated[str, typer.Argument(help="user name")]) -> None:
     typer.echo(uri)
 
 
+@users_app.command("link-practitioner")
+def link_practitioner_command(
+    name: Annotated[str, typer.Argument(help="user name")],
+    practitioner: Annotated[str, typer.Argument(help="the Practitioner resource's id")],
+) -> None:
+    """Say which Practitioner a user is (their documents and deficiencies become theirs)."""
+    from chartkeeper.security.practitioners import link_practitioner
+    from chartkeeper.store import Store
+
+    settings = Settings.from_env()
+    with refusals(), open_directory(settings) as directory:
+        user = directory.get_user(name)
+        store = Store(settings.database_url)
+        try:
+            changed = link_practitioner(store, user.username, practitioner)
+        finally:
+            store.dispose()
+    if changed:
+        record_privilege_change(settings, user.username, "link-practitioner",
+                                practitioner=practitioner)
+    typer.echo(f"{user.username} is Practitioner/{practitioner}"
+               + ("" if changed else " (already linked)"))
+
+
 @users_app.command("init-admin")
 def init_admin() -> None:
     """On a store without users, create `admin` and print its one-time password once."""

@@ -1,0 +1,1 @@
+"""The legal health record: release of information and the packets it sends."""
