@@ -16,6 +16,7 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
+from chartkeeper.chart.completion.tasks import DEFICIENCY_SYSTEM, OPEN_STATUSES
 from chartkeeper.store import Store
 from chartkeeper.store.errors import Conflict, Gone, InvalidRequest, NotFound
 from chartkeeper.store.service import Resource, Txn, new_id, now_instant
@@ -24,9 +25,6 @@ SIGNATURE_TYPES = "urn:iso-astm:E1762-95:2013"
 AUTHOR_SIGNATURE = {"system": SIGNATURE_TYPES, "code": "1.2.840.10065.1.12.1.1",
                     "display": "Author's Signature"}
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
-DEFICIENCY_SYSTEM = "urn:chartkeeper:deficiency"  # the Task codes of record completion
-OPEN_TASK_STATUSES = ("draft", "requested", "received", "accepted", "ready", "in-progress",
-                      "on-hold")
 MAX_ADDENDUM_CHARS = 100_000
 
 
@@ -121,7 +119,7 @@ def sign_document(store: Store, document_id: str, practitioner_id: str,
 def complete_tasks(txn: Txn, focus: str, code: str) -> int:
     """Complete the open deficiency Tasks of ``code`` about ``focus``; how many."""
     page = txn.search_params("Task", [("focus", focus), ("code", f"{DEFICIENCY_SYSTEM}|{code}"),
-                                      ("status", ",".join(OPEN_TASK_STATUSES)),
+                                      ("status", ",".join(OPEN_STATUSES)),
                                       ("_count", "100")])
     for task in page.matches:
         done = dict(task, status="completed", lastModified=now_instant())

@@ -224,7 +224,7 @@ class PatientRecords:
         self._notes += 1
         number = f"D{self.index:07d}{self._notes:03d}"
         author = self.hospital.practitioner_names[doctor]
-        written = visit.day + timedelta(days=visit.days)
+        written, minutes = note_written(visit, note)
         recent = (self.as_of - written).days <= 30
         signed = self.rng.random() >= (UNSIGNED_RECENT if recent else UNSIGNED_OLD)
         text = notes.write_note(self.rng, self.registered, course, visit, note, author,
@@ -239,16 +239,16 @@ class PatientRecords:
                                  "us-core-documentreference-category", "clinical-note",
                                  "Clinical Note")],
             "subject": {"reference": self.patient_ref},
-            "date": instant(written, 120),
+            "date": instant(written, minutes),
             "author": [{"reference": self._practitioner(doctor)}],
             "description": notes.note_title(note),
             "content": [{"attachment": {
                 "contentType": "text/plain; charset=utf-8", "language": "en-US",
                 "data": base64.b64encode(text.encode()).decode(),
-                "title": notes.note_title(note), "creation": instant(written, 110)}}],
+                "title": notes.note_title(note), "creation": instant(written, minutes - 10)}}],
             "context": {"encounter": [{"reference": encounter_ref}],
                         "period": {"start": instant(visit.day, 0),
-                                   "end": instant(written, 60)}},
+                                   "end": instant(written, minutes - 60)}},
         }
         if signed:
             document["authenticator"] = {"reference": self._practitioner(doctor)}
@@ -438,6 +438,23 @@ class PatientRecords:
         if procedure.body_site:
             resource["bodySite"] = [{"text": procedure.body_site}]
         return resource
+
+
+def note_written(visit: Visit, note: Note) -> tuple[date, int]:
+    """When a note is written (day, minutes after 08:00, the visit's start): an H&P on the
+    day of admission, an operative or pathology report on the day of its operation, the
+    others (discharge summary, progress and ED notes, imaging) at the end of the visit.
+    Record-completion rules time documents by these dates (H&P within 24 h of admission)."""
+    if note.kind == "history-and-physical":
+        return visit.day, 120
+    if note.kind in ("operative-report", "pathology-report"):
+        named = [p for p in visit.procedures if note.about in (
+            p.code.snomed_display, p.code.icd10pcs_display)]
+        operations = named or [p for p in visit.procedures if p.code.icd10pcs] \
+            or visit.procedures
+        day = min((p.day for p in operations), default=visit.day)
+        return day, 300 if note.kind == "operative-report" else 420
+    return visit.day + timedelta(days=visit.days), 120
 
 
 def patient_resource(person: Person, hospital: Hospital, practitioner_ref: str,

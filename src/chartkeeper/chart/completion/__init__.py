@@ -1,0 +1,1 @@
+"""Record completion: quantitative analysis of discharged records and its deficiency worklist."""
