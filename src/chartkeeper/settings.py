@@ -27,6 +27,8 @@ class Settings:
     # Where the audit trail lives; empty: the store's PostgreSQL database, or for an SQLite
     # store its own file (see audit_url).
     audit_database_url: str = ""
+    # The site's record-completion rules (a TOML file); empty: the defaults.
+    completion_rules: str = ""
 
     @property
     def audit_url(self) -> str:
@@ -61,4 +63,5 @@ class Settings:
             audit_checkpoint_every=int(os.environ.get("CHARTKEEPER_AUDIT_CHECKPOINT_EVERY",
                                                       cls.audit_checkpoint_every)),
             audit_database_url=os.environ.get("CHARTKEEPER_AUDIT_DATABASE_URL", ""),
+            completion_rules=os.environ.get("CHARTKEEPER_COMPLETION_RULES", ""),
         )

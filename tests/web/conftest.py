@@ -20,7 +20,8 @@ import pytest
 import uvicorn
 
 from chartkeeper.api.app import create_app
-from chartkeeper.security.identity import Role
+from chartkeeper.security.identity import TOTP_INTERVAL_SECONDS, TOTP_WINDOW_STEPS, Role
+from chartkeeper.security.practitioners import link_practitioner
 from chartkeeper.security.services import SecurityServices
 from chartkeeper.settings import Settings
 from chartkeeper.store import Store
@@ -42,10 +43,19 @@ class Account:
     role: Role
     password: str
     totp_secret: str | None = None
+    last_step: int = 0
 
     def code(self) -> str:
+        """A code for a time step later than the last one used (the server refuses a code
+        used before), inside the server's window of one step either side of now."""
         assert self.totp_secret is not None
-        return pyotp.TOTP(self.totp_secret).now()
+        now_step = int(time.time()) // TOTP_INTERVAL_SECONDS
+        step = max(now_step - TOTP_WINDOW_STEPS, self.last_step + 1)
+        while step > now_step + TOTP_WINDOW_STEPS:  # three sign-ins in one step: wait
+            time.sleep(1)
+            now_step = int(time.time()) // TOTP_INTERVAL_SECONDS
+        self.last_step = step
+        return str(pyotp.TOTP(self.totp_secret).at(step * TOTP_INTERVAL_SECONDS))
 
 
 @dataclass
@@ -88,6 +98,9 @@ def workbench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
     accounts = {name: add_account(security, name, role) for name, role in [
         ("tech", Role.him_technician), ("drsmith", Role.physician),
         ("roi", Role.roi_specialist), ("coder", Role.coder)]}
+    with store.read() as txn:
+        doctor = txn.search_params("Practitioner", [("_count", "1"), ("_sort", "_id")]).matches[0]
+    link_practitioner(store, "drsmith", doctor["id"])
     app = create_app(settings, store, security)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

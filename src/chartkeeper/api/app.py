@@ -26,7 +26,7 @@ from chartkeeper.store import Store
 from chartkeeper.store.bundle import operation_outcome
 from chartkeeper.store.errors import OutcomeIssue, StoreError
 from chartkeeper.store.export import ExportManager
-from chartkeeper.web import pages
+from chartkeeper.web import completion_pages, pages
 
 log = logging.getLogger("chartkeeper.api")
 access_log = logging.getLogger("chartkeeper.access")
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.include_router(security_routes.router)
     app.include_router(deid_routes.router)
     app.include_router(pages.router)
+    app.include_router(completion_pages.router)
 
     @app.middleware("http")
     async def _audit_and_log(request: Request, call_next: Any) -> Response:

@@ -13,6 +13,7 @@ delete a locked document (``check_not_locked``).
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,9 @@ AUTHOR_SIGNATURE = {"system": SIGNATURE_TYPES, "code": "1.2.840.10065.1.12.1.1",
                     "display": "Author's Signature"}
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 MAX_ADDENDUM_CHARS = 100_000
+# Runs inside the write transaction just before it commits (the web appends its audit entry
+# there, so the change and its entry land together).
+BeforeCommit = Callable[[Txn], None] | None
 
 
 class DocumentLocked(Conflict):
@@ -85,7 +89,8 @@ def _read_document(txn: Txn, document_id: str) -> Resource:
 
 
 def sign_document(store: Store, document_id: str, practitioner_id: str,
-                  allowed: set[str] | None = None) -> Signed:
+                  allowed: set[str] | None = None, before_commit: BeforeCommit = None
+                  ) -> Signed:
     """Authenticate a document as ``Practitioner/practitioner_id`` and lock it.
 
     The signer must be one of its authors, or named in ``allowed`` (e.g. the owner of its
@@ -113,6 +118,8 @@ def sign_document(store: Store, document_id: str, practitioner_id: str,
                            "who": {"reference": signer}}],
         })
         completed = complete_tasks(txn, f"DocumentReference/{document_id}", "sign")
+        if before_commit is not None:
+            before_commit(txn)
     return Signed(result.location, provenance.location, completed)
 
 
@@ -127,7 +134,8 @@ def complete_tasks(txn: Txn, focus: str, code: str) -> int:
     return len(page.matches)
 
 
-def add_addendum(store: Store, document_id: str, practitioner_id: str, text: str) -> str:
+def add_addendum(store: Store, document_id: str, practitioner_id: str, text: str,
+                 before_commit: BeforeCommit = None) -> str:
     """A signed addendum to a document (the original stays as it is); its reference."""
     text = text.strip()
     if not text:
@@ -166,4 +174,6 @@ def add_addendum(store: Store, document_id: str, practitioner_id: str, text: str
             "signature": [{"type": [AUTHOR_SIGNATURE], "when": now,
                            "who": {"reference": author}}],
         })
+        if before_commit is not None:
+            before_commit(txn)
     return f"DocumentReference/{result.resource_id}"

@@ -339,8 +339,18 @@ def assemble(patient: Resource, resources: list[Resource],
     by_type: dict[str, list[Resource]] = defaultdict(list)
     for resource in resources:
         by_type[str(resource.get("resourceType"))].append(resource)
-    sources = {f"{rtype}/{r.get('id')}": source_text(provenance.get((rtype, str(r.get("id"))),
-                                                                    []), r)
+    described: dict[int, str] = {}  # one import's Provenance names hundreds of records
+
+    def source_of(rtype: str, resource: Resource) -> str:
+        provenances = provenance.get((rtype, str(resource.get("id"))), [])
+        if not provenances:
+            return source_text([], resource)
+        key = id(provenances[0])
+        if key not in described:
+            described[key] = source_text(provenances, resource)
+        return described[key]
+
+    sources = {f"{rtype}/{r.get('id')}": source_of(rtype, r)
                for rtype, group in by_type.items() for r in group}
     items = {ref: item_of(r, sources) for rtype, group in by_type.items() if rtype != "Patient"
              for r in group for ref in [f"{rtype}/{r.get('id')}"]}

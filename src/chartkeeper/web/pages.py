@@ -35,14 +35,18 @@ from chartkeeper.api.auth import (
 )
 from chartkeeper.api.fhir import visible_everything
 from chartkeeper.api.security_routes import MAX_FORM_BYTES, authenticate_password, signed_in
+from chartkeeper.chart.completion.tasks import DEFICIENCY_SYSTEM, OPEN_STATUSES
+from chartkeeper.chart.signing import is_locked
 from chartkeeper.security.access import Forbidden
 from chartkeeper.security.audit import AuditAction
 from chartkeeper.security.identity import (
     AuthenticationError,
+    Role,
     SecondFactorRequired,
     SecurityError,
     load_or_create_key,
 )
+from chartkeeper.security.practitioners import practitioner_of
 from chartkeeper.store import Store
 from chartkeeper.store.errors import InvalidRequest, NotFound
 from chartkeeper.store.service import provenance_of
@@ -310,11 +314,12 @@ async def sign_out(request: Request) -> Response:
 def home(request: Request) -> Response:
     principal = access_of(request).who()
     with _store(request).read() as txn:
-        queues = work_queues(txn, principal.role.value)
+        practitioner = practitioner_of(txn, principal.user_id)
+        queues = work_queues(txn, principal.role.value, practitioner)
     return render(request, "home.html", {"queues": queues})
 
 
-def work_queues(txn: Any, role: str) -> list[dict[str, Any]]:
+def work_queues(txn: Any, role: str, practitioner: str | None = None) -> list[dict[str, Any]]:
     """The user's work queues and their counts (what needs doing, by role)."""
     def count(rtype: str, params: list[tuple[str, str]]) -> int:
         page = txn.search_params(rtype, [*params, ("_summary", "count")])
@@ -322,10 +327,16 @@ def work_queues(txn: Any, role: str) -> list[dict[str, Any]]:
 
     queues: list[dict[str, Any]] = [{"name": "Find a patient", "href": "/patients", "count": None,
                "hint": "search by name, birth date, MRN or any identifier"}]
-    if role in ("him_technician", "physician", "administrator", "privacy_officer"):
-        queues.append({"name": "Documents awaiting signature", "href": "/patients",
-                       "count": count("DocumentReference", [("authenticator:missing", "true")]),
-                       "hint": "notes no one has authenticated yet"})
+    open_deficiencies = [("code", f"{DEFICIENCY_SYSTEM}|"), ("status", ",".join(OPEN_STATUSES))]
+    if role in ("him_technician", "administrator", "privacy_officer"):
+        queues.append({"name": "Record completion", "href": "/completion",
+                       "count": count("Task", open_deficiencies),
+                       "hint": "open deficiencies of discharged records, by physician and age"})
+    if role == "physician" and practitioner is not None:
+        queues.append({"name": "My deficiencies", "href": "/deficiencies",
+                       "count": count("Task", [*open_deficiencies,
+                                               ("owner", f"Practitioner/{practitioner}")]),
+                       "hint": "documents to sign or dictate"})
     return queues
 
 
@@ -381,6 +392,14 @@ def document(request: Request, patient_id: str, document_id: str) -> Response:
     content_type, text = charts.document_text(resource)
     item = charts.item_of(resource, {f"DocumentReference/{document_id}": charts.source_text(
         sources.get(("DocumentReference", document_id), []), resource)})
+    with _store(request).read() as txn:
+        linked = [d for d in txn.search_params("DocumentReference", [
+            ("relatesto", f"DocumentReference/{document_id}"), ("_count", "50")]).matches
+            if access.record_guard().visible(d, grant)]
+    locked = is_locked(resource)
+    physician = access.who().role is Role.physician
     return render(request, "document.html", {
         "patient_id": patient_id, "doc": resource, "item": item, "text": text,
-        "content_type": content_type})
+        "content_type": content_type, "locked": locked, "linked": linked,
+        "can_sign": physician and not locked, "can_addend": physician and locked,
+        "signed_now": bool(request.query_params.get("signed"))})

@@ -11,7 +11,7 @@ rejected is left as it is.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from chartkeeper.chart.completion.rules import RULE_NAMES, CompletionRules
 from chartkeeper.chart.completion.scan import reference_key
 from chartkeeper.store import Store
 from chartkeeper.store.errors import Gone, InvalidRequest, NotFound
-from chartkeeper.store.service import now_instant
+from chartkeeper.store.service import Txn, now_instant
 
 Resource = dict[str, Any]
 DEFICIENCY_SYSTEM = "urn:chartkeeper:deficiency"  # Task.code
@@ -102,8 +102,8 @@ def _assigned(task: Resource) -> bool:
     return (task.get("businessStatus") or {}).get("text") == ASSIGNED and bool(task.get("owner"))
 
 
-def assign_task(store: Store, task_identifier: str, practitioner_id: str, assigned_by: str
-                ) -> Resource:
+def assign_task(store: Store, task_identifier: str, practitioner_id: str, assigned_by: str,
+                before_commit: Callable[[Txn], None] | None = None) -> Resource:
     """HIM assigns an open deficiency to a physician (say a resident's unsigned note to the
     attending); later analyses keep that owner. Returns the Task as stored."""
     owner = f"Practitioner/{practitioner_id}"
@@ -129,6 +129,8 @@ def assign_task(store: Store, task_identifier: str, practitioner_id: str, assign
                             "text": f"Assigned to {owner} by {assigned_by}"}])
         txn.update("Task", task_identifier, assigned)
         stored: Resource = txn.read("Task", task_identifier)
+        if before_commit is not None:
+            before_commit(txn)
     return stored
 
 
