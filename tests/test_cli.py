@@ -113,3 +113,22 @@ def test_init_demo_creates_the_store_and_a_one_time_admin_password_once(tmp_path
     assert second.returncode == 0, second.stderr
     assert "one-time password" not in second.stdout
     assert "already holds data" in second.stderr
+
+
+def test_completion_run_updates_the_worklist_once_and_checks_the_rules(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    hospital = tmp_path / "hospital"
+    assert chartkeeper(home, "generate", "--patients", "25", "--out", str(hospital),
+                       "--seed", "3").returncode == 0
+    assert chartkeeper(home, "import", str(hospital / "bundles")).returncode == 0
+    first = chartkeeper(home, "completion", "run", "--as-of", "2026-01-01", "--json")
+    assert first.returncode == 0, first.stderr
+    figures = json.loads(first.stdout)
+    assert figures["tasks"]["created"] == figures["openDeficiencies"] > 0
+    again = chartkeeper(home, "completion", "run", "--as-of", "2026-01-01")
+    assert again.returncode == 0 and "0 created, 0 updated" in again.stdout
+    bad = tmp_path / "rules.toml"
+    bad.write_text("[delinquency]\nthreshold_days = -3\n")
+    refused = chartkeeper(home, "completion", "rules", "--rules", str(bad))
+    assert refused.returncode == 2 and "threshold_days" in refused.stderr
+    assert "threshold_days = 30" in chartkeeper(home, "completion", "rules").stdout

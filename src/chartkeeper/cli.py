@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import false, select
 
+from chartkeeper.chart.completion.cli import completion_app
 from chartkeeper.ingest.ccda_service import import_ccda_file
 from chartkeeper.ingest.hl7_cli import hl7_app
 from chartkeeper.ingest.service import create_ingest_schema, import_hl7_file
@@ -40,6 +41,7 @@ app.add_typer(token_app, name="token", help="Issue OAuth2 bearer tokens (SMART s
 app.add_typer(deid_app, name="deid", help="De-identified exports (HIPAA Safe Harbor).")
 app.add_typer(audit_app, name="audit", help="Verify, anchor and report on the audit trail.")
 app.add_typer(hl7_app, name="hl7")
+app.add_typer(completion_app, name="completion")
 app.command("generate")(generate_command)
 
 
