@@ -1,1 +1,1 @@
-"""The legal health record: release of information and the packets it sends."""
+"""The chart slice: the legal health record and the release of information from it."""

@@ -45,6 +45,9 @@ CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 class Sensitivity(StrEnum):
     substance_use = "substance-use"  # 42 CFR Part 2
     behavioral_health = "behavioral-health"
+    psychotherapy_notes = "psychotherapy-notes"  # 45 CFR 164.501, 164.508(a)(2)
+    hiv = "hiv"
+    sexual_health = "sexual-health"
     vip = "vip"
     restricted = "restricted"
 
@@ -58,7 +61,10 @@ SENSITIVE_LABELS: Mapping[tuple[str, str], Sensitivity] = {
     (ACT_CODE, "BH"): Sensitivity.behavioral_health,
     (ACT_CODE, "MH"): Sensitivity.behavioral_health,
     (ACT_CODE, "PSY"): Sensitivity.behavioral_health,
-    (ACT_CODE, "PSYTHPN"): Sensitivity.behavioral_health,
+    (ACT_CODE, "PSYTHPN"): Sensitivity.psychotherapy_notes,
+    (ACT_CODE, "HIV"): Sensitivity.hiv,
+    (ACT_CODE, "SEX"): Sensitivity.sexual_health,
+    (ACT_CODE, "STD"): Sensitivity.sexual_health,
     (ACT_CODE, "CEL"): Sensitivity.vip,
     (ACT_CODE, "EMP"): Sensitivity.vip,
     (CONFIDENTIALITY, "R"): Sensitivity.restricted,
