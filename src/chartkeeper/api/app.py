@@ -26,7 +26,7 @@ from chartkeeper.store import Store
 from chartkeeper.store.bundle import operation_outcome
 from chartkeeper.store.errors import OutcomeIssue, StoreError
 from chartkeeper.store.export import ExportManager
-from chartkeeper.web import completion_pages, pages
+from chartkeeper.web import completion_pages, jobs, pages, roi_pages
 
 log = logging.getLogger("chartkeeper.api")
 access_log = logging.getLogger("chartkeeper.access")
@@ -66,6 +66,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.include_router(deid_routes.router)
     app.include_router(pages.router)
     app.include_router(completion_pages.router)
+    app.include_router(roi_pages.router)
+    app.include_router(jobs.router)
 
     @app.middleware("http")
     async def _audit_and_log(request: Request, call_next: Any) -> Response:

@@ -105,6 +105,9 @@ TRANSCRIPTION_READS = DOCUMENT_TYPES | {"Patient", "Encounter", "Practitioner",
                                        "PractitionerRole", "Organization", "Location"}
 CODING_TYPES = frozenset({"Claim", "ClaimResponse", "Coverage", "Account", "ChargeItem",
                           "ExplanationOfBenefit", "Condition", "Procedure", "Encounter"})
+# Release of information: requests are Tasks, authorizations Consents (the packet itself is
+# written by the release service, not through the API).
+ROI_TYPES = frozenset({"Task", "Consent"})
 REGISTRY_TYPES = frozenset({"Condition", "Observation", "Procedure", "DiagnosticReport",
                             "Composition", "List", "CarePlan", "DocumentReference"})
 
@@ -137,7 +140,7 @@ ROLE_POLICIES: Mapping[Role, RolePolicy] = {
     Role.analyst: RolePolicy(ALL_TYPES, frozenset(), frozenset(),
                              frozenset({C.bulk_export, C.deid_export})),
     Role.roi_specialist: RolePolicy(
-        ALL_TYPES, frozenset(), frozenset(),
+        ALL_TYPES, ROI_TYPES, frozenset(),
         frozenset({C.break_glass, C.disclosure_record, C.disclosure_report})),
     Role.privacy_officer: RolePolicy(
         ALL_TYPES, frozenset(), frozenset(),

@@ -332,6 +332,13 @@ def work_queues(txn: Any, role: str, practitioner: str | None = None) -> list[di
         queues.append({"name": "Record completion", "href": "/completion",
                        "count": count("Task", open_deficiencies),
                        "hint": "open deficiencies of discharged records, by physician and age"})
+    if role in ("roi_specialist", "him_technician"):
+        queues.append({"name": "Release of information", "href": "/roi",
+                       "count": count("Task", [("code", "urn:chartkeeper:him-task|"
+                                                        "release-of-information"),
+                                               ("status", "requested,received,accepted,"
+                                                          "in-progress")]),
+                       "hint": "requests for records, oldest due first"})
     if role == "physician" and practitioner is not None:
         queues.append({"name": "My deficiencies", "href": "/deficiencies",
                        "count": count("Task", [*open_deficiencies,
