@@ -29,6 +29,8 @@ class Settings:
     audit_database_url: str = ""
     # The site's record-completion rules (a TOML file); empty: the defaults.
     completion_rules: str = ""
+    # The site's retention periods (a TOML file); empty: the defaults.
+    retention_rules: str = ""
 
     @property
     def audit_url(self) -> str:
@@ -64,4 +66,5 @@ class Settings:
                                                       cls.audit_checkpoint_every)),
             audit_database_url=os.environ.get("CHARTKEEPER_AUDIT_DATABASE_URL", ""),
             completion_rules=os.environ.get("CHARTKEEPER_COMPLETION_RULES", ""),
+            retention_rules=os.environ.get("CHARTKEEPER_RETENTION_RULES", ""),
         )
