@@ -26,7 +26,14 @@ from chartkeeper.store import Store
 from chartkeeper.store.bundle import operation_outcome
 from chartkeeper.store.errors import OutcomeIssue, StoreError
 from chartkeeper.store.export import ExportManager
-from chartkeeper.web import completion_pages, jobs, pages, roi_pages
+from chartkeeper.web import (
+    amendment_pages,
+    completion_pages,
+    jobs,
+    pages,
+    retention_pages,
+    roi_pages,
+)
 
 log = logging.getLogger("chartkeeper.api")
 access_log = logging.getLogger("chartkeeper.access")
@@ -67,7 +74,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.include_router(pages.router)
     app.include_router(completion_pages.router)
     app.include_router(roi_pages.router)
+    app.include_router(retention_pages.router)
     app.include_router(jobs.router)
+    app.include_router(amendment_pages.router)
 
     @app.middleware("http")
     async def _audit_and_log(request: Request, call_next: Any) -> Response:

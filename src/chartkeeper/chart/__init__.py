@@ -1,1 +1,1 @@
-"""The chart slice: the legal health record and the release of information from it."""
+"""The legal health record: record completion, sign and lock, amendments, release of information."""

@@ -20,7 +20,7 @@ from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any
 
-from chartkeeper.chart.signing import AUTHOR_SIGNATURE, PARTICIPATION
+from chartkeeper.chart.signing import AUTHOR_SIGNATURE, PARTICIPATION, BeforeCommit
 from chartkeeper.store import Store
 from chartkeeper.store.errors import Gone, InvalidRequest, NotFound
 from chartkeeper.store.service import Resource, Txn, new_id, now_instant
@@ -95,7 +95,7 @@ def task_input(task: Resource, name: str) -> str:
 
 
 def request_amendment(store: Store, document_id: str, requested_by: str, change: str,
-                      reason: str, received: date) -> str:
+                      reason: str, received: date, before_commit: BeforeCommit = None) -> str:
     """Record a patient's request to amend a document; the Task's id."""
     change = _text(change, "requested change")
     reason = _text(reason, "reason for the request")
@@ -115,7 +115,10 @@ def request_amendment(store: Store, document_id: str, requested_by: str, change:
             "input": [{"type": {"text": INPUT_CHANGE}, "valueString": change},
                       {"type": {"text": INPUT_REASON}, "valueString": reason}],
         }
-        return txn.create({k: v for k, v in task.items() if v is not None}).resource_id
+        task_id = txn.create({k: v for k, v in task.items() if v is not None}).resource_id
+        if before_commit is not None:
+            before_commit(txn)
+        return task_id
 
 
 def _linked_document(original: Resource, document_id: str, title: str, text: str,
@@ -141,8 +144,8 @@ def _linked_document(original: Resource, document_id: str, title: str, text: str
     return {k: v for k, v in linked.items() if v not in (None, [], {})}
 
 
-def accept_amendment(store: Store, task_id: str, practitioner_id: str, amended_text: str
-                     ) -> str:
+def accept_amendment(store: Store, task_id: str, practitioner_id: str, amended_text: str,
+                     before_commit: BeforeCommit = None) -> str:
     """Accept: a signed amendment linked to the original; the amendment's reference."""
     amended_text = _text(amended_text, "amendment text")
     author = {"reference": f"Practitioner/{practitioner_id}"}
@@ -167,11 +170,13 @@ def accept_amendment(store: Store, task_id: str, practitioner_id: str, amended_t
             task, status="completed", lastModified=now_instant(),
             businessStatus={"text": "accepted"},
             output=[{"type": {"text": "amendment"}, "valueReference": {"reference": reference}}]))
+        if before_commit is not None:
+            before_commit(txn)
     return reference
 
 
-def deny_amendment(store: Store, task_id: str, basis: DenialBasis | str, explanation: str = ""
-                   ) -> None:
+def deny_amendment(store: Store, task_id: str, basis: DenialBasis | str, explanation: str = "",
+                   before_commit: BeforeCommit = None) -> None:
     """Deny, on one of 164.526(a)(2)'s grounds, in plain language."""
     try:
         basis = DenialBasis(basis)
@@ -187,9 +192,12 @@ def deny_amendment(store: Store, task_id: str, basis: DenialBasis | str, explana
             businessStatus={"text": "denied"},
             statusReason={"coding": [{"system": f"{HIM_TASK}-denial", "code": basis.value}],
                           "text": text}))
+        if before_commit is not None:
+            before_commit(txn)
 
 
-def add_disagreement(store: Store, task_id: str, statement: str, filed_by: str) -> str:
+def add_disagreement(store: Store, task_id: str, statement: str, filed_by: str,
+                     before_commit: BeforeCommit = None) -> str:
     """The patient's statement of disagreement with a denial, linked to the original."""
     statement = _text(statement, "statement of disagreement")
     with store.write() as txn:
@@ -209,6 +217,8 @@ def add_disagreement(store: Store, task_id: str, statement: str, filed_by: str) 
         txn.update("Task", task_id, dict(task, output=[*(task.get("output") or []), {
             "type": {"text": "statement of disagreement"},
             "valueReference": {"reference": reference}}]))
+        if before_commit is not None:
+            before_commit(txn)
     return reference
 
 

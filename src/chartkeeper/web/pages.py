@@ -339,6 +339,16 @@ def work_queues(txn: Any, role: str, practitioner: str | None = None) -> list[di
                                                ("status", "requested,received,accepted,"
                                                           "in-progress")]),
                        "hint": "requests for records, oldest due first"})
+    if role in ("him_technician", "privacy_officer", "physician"):
+        queues.append({"name": "Amendment requests", "href": "/amendments",
+                       "count": count("Task", [("code", "urn:chartkeeper:him-task|"
+                                                        "amendment-request"),
+                                               ("status", "requested,received,accepted,"
+                                                          "in-progress")]),
+                       "hint": "patients' requests to amend their record (60 days)"})
+    if role in ("him_technician", "privacy_officer", "administrator"):
+        queues.append({"name": "Records retention", "href": "/retention", "count": None,
+                       "hint": "records past retention, legal holds, destruction"})
     if role == "physician" and practitioner is not None:
         queues.append({"name": "My deficiencies", "href": "/deficiencies",
                        "count": count("Task", [*open_deficiencies,
@@ -409,4 +419,6 @@ def document(request: Request, patient_id: str, document_id: str) -> Response:
         "patient_id": patient_id, "doc": resource, "item": item, "text": text,
         "content_type": content_type, "locked": locked, "linked": linked,
         "can_sign": physician and not locked, "can_addend": physician and locked,
+        "can_request_amendment": access.who().role in (Role.him_technician,
+                                                      Role.privacy_officer),
         "signed_now": bool(request.query_params.get("signed"))})

@@ -62,6 +62,20 @@ def test_a_complete_stay_has_no_deficiencies(store: Store, chart: Chart) -> None
     assert analyze(store, RULES, AS_OF) == []
 
 
+def test_a_patients_own_statement_is_not_a_document_to_sign(store: Store, chart: Chart
+                                                             ) -> None:
+    """A statement of disagreement (164.526) is the patient's, linked to the record: no
+    physician signs it, so it is no authentication deficiency."""
+    doctor = chart.practitioner("House")
+    stay = chart.complete_stay(at("2025-06-01 08:00"), at("2025-06-05 14:00"), doctor)
+    statement = chart.document(stay, PROGRESS, at("2025-06-20 10:00"), doctor, signed=False)
+    with store.write() as txn:
+        resource = txn.read("DocumentReference", statement.split("/")[1])
+        txn.update("DocumentReference", resource["id"],
+                   dict(resource, author=[{"display": "the patient"}]))
+    assert analyze(store, RULES, AS_OF) == []
+
+
 def test_missing_discharge_summary_is_owed_by_the_attending_not_the_first_listed(
         store: Store, chart: Chart) -> None:
     attending, consultant = chart.practitioner("Attending"), chart.practitioner("Consultant")

@@ -234,6 +234,8 @@ def check_encounter(record: EncounterRecord, rules: CompletionRules, as_of: date
             if (document.get("docStatus") in signing.signed_statuses
                     and reference_key(document.get("authenticator"))):
                 continue
+            if document.get("author") and _author(document) is None:
+                continue  # not a clinician's (a patient's statement of disagreement)
             finder.add("authentication", "unsigned", _author(document) or attending,
                        f"{_title(document)} not signed",
                        document=f"DocumentReference/{document['id']}")
