@@ -5,6 +5,7 @@ posts are refused and audited."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import httpx
@@ -85,7 +86,11 @@ def test_deficiencies_found_agree_with_the_answer_key(workbench: Workbench) -> N
         signed_since = {("authentication", ref) for _, ref in expected
                         if ref.startswith("DocumentReference/")
                         and is_locked(txn.read("DocumentReference", ref.split("/")[1]))}
-    expected -= signed_since
+    # ... and the discharge summaries a physician has written here since (no masterIdentifier).
+    written_since = {("discharge-summary", e["reference"]) for d in documents
+                     if not d.get("masterIdentifier")
+                     for e in (d.get("context") or {}).get("encounter", [])}
+    expected -= signed_since | written_since
     true = len(found & expected)
     precision = true / len(found) if found else 1.0
     recall = true / len(expected) if expected else 1.0
@@ -151,3 +156,34 @@ def test_the_completion_pages_need_a_session(workbench: Workbench) -> None:
     with httpx.Client(base_url=workbench.url) as anonymous:
         assert anonymous.get("/completion").status_code == 303
         assert anonymous.post("/completion/run").status_code == 303
+
+
+def test_a_physician_writes_a_missing_document_from_the_queue(workbench: Workbench) -> None:
+    from chartkeeper.chart.completion.service import analyze, assign_task, sync_tasks
+
+    sync_tasks(workbench.store, analyze(workbench.store), date.today())
+    with workbench.store.read() as txn:
+        missing = txn.search_params("Task", [
+            ("code", "urn:chartkeeper:deficiency|dictate-discharge-summary"),
+            ("status", "requested"), ("_count", "1")]).matches
+    assert missing, "the synthetic hospital has no missing discharge summary"
+    task_id = missing[0]["id"]
+    assign_task(workbench.store, task_id, doctor_of(workbench), "tech")
+    doctor = sign_in_http(workbench.url, workbench.accounts["drsmith"])
+    try:
+        queue = doctor.get("/deficiencies")
+        assert f"/deficiencies/{task_id}/write" in queue.text
+        form = doctor.get(f"/deficiencies/{task_id}/write")
+        written = doctor.post(f"/deficiencies/{task_id}/write", data={
+            "csrf_token": csrf_of(form.text),
+            "text": "Discharge summary: admitted for pneumonia, treated, discharged home."})
+        assert written.status_code == 303
+        assert "written, signed and filed" in doctor.get(written.headers["location"]).text
+        with workbench.store.read() as txn:
+            task = txn.read("Task", task_id)
+        assert task["status"] == "completed"
+        document = task["output"][0]["valueReference"]["reference"]
+        with workbench.store.read() as txn:
+            assert is_locked(txn.read("DocumentReference", document.split("/")[1]))
+    finally:
+        doctor.close()

@@ -134,6 +134,36 @@ def complete_tasks(txn: Txn, focus: str, code: str) -> int:
     return len(page.matches)
 
 
+def signed_document(txn: Txn, *, patient: str, encounter: str | None, loinc: str, title: str,
+                    author: str, text: str) -> str:
+    """Write a new document, signed by its author, with its signature's Provenance, inside
+    ``txn``; its reference. (A document written in the workbench is signed as it is saved.)"""
+    if len(text) > MAX_ADDENDUM_CHARS:
+        raise InvalidRequest(f"a document is limited to {MAX_ADDENDUM_CHARS} characters")
+    now = now_instant()
+    document: Resource = {
+        "resourceType": "DocumentReference", "id": new_id(), "status": "current",
+        "docStatus": "final",
+        "type": {"coding": [{"system": "http://loinc.org", "code": loinc, "display": title}],
+                 "text": title},
+        "subject": {"reference": patient}, "date": now, "description": title,
+        "author": [{"reference": author}], "authenticator": {"reference": author},
+        "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
+                                    "data": base64.b64encode(text.encode()).decode(),
+                                    "title": title, "creation": now}}],
+    }
+    if encounter:
+        document["context"] = {"encounter": [{"reference": encounter}]}
+    created = txn.create(document, resource_id=document["id"])
+    txn.create({
+        "resourceType": "Provenance", "target": [{"reference": created.location}],
+        "recorded": now, "activity": {"coding": [{"system": PARTICIPATION, "code": "AUTHEN"}]},
+        "agent": [{"who": {"reference": author}}],
+        "signature": [{"type": [AUTHOR_SIGNATURE], "when": now, "who": {"reference": author}}],
+    })
+    return f"DocumentReference/{created.resource_id}"
+
+
 def add_addendum(store: Store, document_id: str, practitioner_id: str, text: str,
                  before_commit: BeforeCommit = None) -> str:
     """A signed addendum to a document (the original stays as it is); its reference."""

@@ -29,6 +29,7 @@ from chartkeeper.chart.completion.service import (
     sync_tasks,
 )
 from chartkeeper.chart.completion.summary import BANDS
+from chartkeeper.chart.completion.tasks import write_missing_document
 from chartkeeper.chart.signing import SigningRefused, add_addendum, sign_document
 from chartkeeper.security.access import Forbidden
 from chartkeeper.security.audit import AuditAction
@@ -37,7 +38,7 @@ from chartkeeper.security.practitioners import practitioner_of
 from chartkeeper.store import Store
 from chartkeeper.store.errors import InvalidRequest
 from chartkeeper.store.service import Txn
-from chartkeeper.web.pages import PAGE_SEARCH, PageRule, read_form, render
+from chartkeeper.web.pages import PAGE_READ, PAGE_SEARCH, PageRule, read_form, render
 
 router = APIRouter(include_in_schema=False)
 PAGE_WRITE = PageRule("page-write", AuditAction.UPDATE)
@@ -236,6 +237,46 @@ def my_deficiencies(request: Request) -> Response:
     rows = open_tasks(request, access, owner=f"Practitioner/{practitioner}")
     context = _worklist_context(request, rows)
     return render(request, "deficiencies.html", context)
+
+
+@router.get("/deficiencies/{task_id}/write", dependencies=[Depends(PAGE_READ)])
+def write_form(request: Request, task_id: str) -> Response:
+    """The form on which a physician writes the document a deficiency asks for."""
+    access = access_of(request)
+    my_practitioner(request, access)
+    access.target("Task", task_id)
+    with _store(request).read() as txn:
+        task = txn.read("Task", task_id)
+    access.record_guard().check(task, access.permit("Task", "r"), f"Task/{task_id}")
+    access.patients.add(_ref(task.get("for")).partition("/")[2])
+    return render(request, "write_document.html", {"task": task})
+
+
+@router.post("/deficiencies/{task_id}/write", dependencies=[Depends(PageRule(
+    "page-write-document", AuditAction.CREATE))])
+async def write_document(request: Request, task_id: str) -> Response:
+    access = access_of(request)
+    fields = await read_form(request)
+    practitioner = my_practitioner(request, access)
+    access.permit("DocumentReference", "c")
+    access.target("Task", task_id)
+    access.details["change"] = "document written"
+    store = _store(request)
+    source = request.client.host if request.client else None
+
+    def work() -> str:
+        with store.read() as txn:
+            task = txn.read("Task", task_id)
+        access.record_guard().check(task, access.permit("Task", "u"), f"Task/{task_id}")
+        access.patients.add(_ref(task.get("for")).partition("/")[2])
+        return write_missing_document(store, task_id, practitioner, fields.get("text", ""),
+                                      site_rules(request),
+                                      lambda txn: access.audit_in_transaction(
+                                          txn.conn, 201, source))
+
+    reference = await run_in_threadpool(work)
+    access.details["document"] = reference
+    return RedirectResponse("/deficiencies?written=1", status_code=303)
 
 
 @router.post("/patients/{patient_id}/documents/{document_id}/sign",

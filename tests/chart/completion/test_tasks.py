@@ -19,6 +19,7 @@ from chartkeeper.chart.completion.tasks import (
     open_deficiency_tasks,
     sync_tasks,
     task_id,
+    write_missing_document,
 )
 from chartkeeper.fhir.validation import validate_resource
 from chartkeeper.store import Store
@@ -195,3 +196,27 @@ def test_an_assignment_by_him_outlives_the_next_analysis(store: Store) -> None:
         assign_task(store, str(task["id"]), "no-such-doctor", "tech")
     with pytest.raises(NotFound):
         assign_task(store, "no-such-task", doctor.split("/")[1], "tech")
+
+
+def test_the_owner_writes_the_missing_discharge_summary(store: Store) -> None:
+    chart = Chart(store)
+    doctor, other = chart.practitioner("House"), chart.practitioner("Wilson")
+    stay = chart.stay(at("2025-05-01 08:00"), at("2025-05-04 12:00"), doctor)
+    chart.document(stay, H_AND_P, at("2025-05-01 10:00"), doctor)
+    sync(store)
+    task = tasks_by_code(store)["dictate-discharge-summary"]
+    with pytest.raises(InvalidRequest, match="not to you"):
+        write_missing_document(store, str(task["id"]), other.split("/")[1], "Summary.")
+    with pytest.raises(InvalidRequest, match="needs its text"):
+        write_missing_document(store, str(task["id"]), doctor.split("/")[1], "  ")
+    reference = write_missing_document(store, str(task["id"]), doctor.split("/")[1],
+                                       "Admitted for CHF; diuresed; discharged home.")
+    with store.read() as txn:
+        written = txn.read("DocumentReference", reference.split("/")[1])
+        done = txn.read("Task", str(task["id"]))
+    assert written["type"]["coding"][0]["code"] == DISCHARGE
+    assert written["authenticator"] == {"reference": doctor}
+    assert written["context"]["encounter"] == [{"reference": stay}]
+    assert done["status"] == "completed"
+    assert "created" not in sync(store)
+    assert [d for d in analyze(store, RULES, AS_OF) if d.rule == "discharge-summary"] == []

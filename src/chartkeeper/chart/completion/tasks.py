@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from chartkeeper.chart.completion.analysis import TASK_CODES, Deficiency, analyze
-from chartkeeper.chart.completion.rules import RULE_NAMES, CompletionRules
+from chartkeeper.chart.completion.rules import RULE_NAMES, AuthenticationRule, CompletionRules
 from chartkeeper.chart.completion.scan import reference_key
 from chartkeeper.store import Store
 from chartkeeper.store.errors import Gone, InvalidRequest, NotFound
@@ -132,6 +132,48 @@ def assign_task(store: Store, task_identifier: str, practitioner_id: str, assign
         if before_commit is not None:
             before_commit(txn)
     return stored
+
+
+def write_missing_document(store: Store, task_identifier: str, practitioner_id: str, text: str,
+                           rules: CompletionRules | None = None,
+                           before_commit: Callable[[Txn], None] | None = None) -> str:
+    """The physician writes (dictates, types) the document a "missing" deficiency asks for:
+    a signed DocumentReference of the rule's type in the encounter, by its owner; the Task is
+    completed with it as output, in one transaction. Returns the document's reference."""
+    from chartkeeper.chart.signing import signed_document
+
+    rules = rules or CompletionRules()
+    text = text.strip()
+    if not text:
+        raise InvalidRequest("the document needs its text")
+    with store.write() as txn:
+        try:
+            task = txn.read("Task", task_identifier)
+        except (NotFound, Gone):
+            raise NotFound(f"Task/{task_identifier} does not exist") from None
+        rule = _task_rule(task)
+        wanted = rules.rule(rule) if rule is not None else None
+        if rule is None or wanted is None or isinstance(wanted, AuthenticationRule):
+            raise InvalidRequest(f"Task/{task_identifier} does not ask for a document")
+        if task.get("status") not in OPEN_STATUSES:
+            raise InvalidRequest(f"Task/{task_identifier} is {task.get('status')} already")
+        owner = reference_key(task.get("owner"))
+        if owner != f"Practitioner/{practitioner_id}":
+            raise InvalidRequest(f"Task/{task_identifier} is assigned to {owner or 'no one'}, "
+                                 "not to you")
+        loinc = wanted.loinc[0]
+        title = TASK_CODES[rule][1].removeprefix("Dictate ").removeprefix("Complete ")
+        reference = signed_document(
+            txn, patient=reference_key(task.get("for")) or "",
+            encounter=reference_key(task.get("encounter")), loinc=loinc,
+            title=title[:1].upper() + title[1:], author=owner, text=text)
+        now = now_instant()
+        txn.update("Task", task_identifier, dict(
+            task, status="completed", lastModified=now,
+            output=[{"type": {"text": "document"}, "valueReference": {"reference": reference}}]))
+        if before_commit is not None:
+            before_commit(txn)
+    return reference
 
 
 def _batches(items: list[Any], size: int = BATCH) -> Iterator[list[Any]]:
