@@ -16,9 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import false, select
 
 from chartkeeper.chart.completion.cli import completion_app
-from chartkeeper.ingest.ccda_service import import_ccda_file
+from chartkeeper.ingest.files import SUFFIXES, import_any
 from chartkeeper.ingest.hl7_cli import hl7_app
-from chartkeeper.ingest.service import create_ingest_schema, import_hl7_file
 from chartkeeper.security.audit_cli import audit_app
 from chartkeeper.security.cli import (
     open_directory,
@@ -133,7 +132,7 @@ def import_files(
         console.print(f"[red]error:[/red] --workers must be 0 or more, got {workers}")
         raise typer.Exit(2)
     try:
-        files = find_files(paths, (".json", ".ndjson", ".hl7", ".xml"))
+        files = find_files(paths, SUFFIXES)
     except FileNotFoundError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -152,19 +151,8 @@ def import_files(
             progress.update(task, description=name[:40])
             progress.advance(task)
 
-        importer = Importer(store, on_progress,
-                            workers=default_workers() if workers == -1 else workers)
-        total = importer.import_files([f for f in files if f.suffix not in (".hl7", ".xml")],
-                                      on_file)
-        # HL7 v2 messages and C-CDA documents: the ingest slice maps and stores each one.
-        if any(f.suffix in (".hl7", ".xml") for f in files):
-            create_ingest_schema(store.engine)
-        for suffix, import_one in ((".hl7", import_hl7_file), (".xml", import_ccda_file)):
-            for path in (f for f in files if f.suffix == suffix):
-                before = total.created + total.updated
-                import_one(store, path, total)
-                on_progress(total.created + total.updated - before)
-                on_file(path.name)
+        total = import_any(store, files, on_progress=on_progress, on_file=on_file,
+                           workers=default_workers() if workers == -1 else workers)
     for problem in total.problems[:50]:
         console.print(f"[yellow]rejected:[/yellow] {problem}")
     if len(total.problems) > 50:

@@ -29,6 +29,7 @@ from chartkeeper.store.export import ExportManager
 from chartkeeper.web import (
     amendment_pages,
     completion_pages,
+    import_pages,
     jobs,
     pages,
     retention_pages,
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.include_router(retention_pages.router)
     app.include_router(jobs.router)
     app.include_router(amendment_pages.router)
+    app.include_router(import_pages.router)
 
     @app.middleware("http")
     async def _audit_and_log(request: Request, call_next: Any) -> Response:

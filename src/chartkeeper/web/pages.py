@@ -23,6 +23,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData, UploadFile
 
 from chartkeeper import __version__
 from chartkeeper.api.auth import (
@@ -129,16 +130,29 @@ def _ensure_nonce(request: Request) -> str | None:
 
 async def read_form(request: Request) -> dict[str, str]:
     """The posted form, after its CSRF token was checked (403 when missing or wrong)."""
+    form = await _checked_form(request, MAX_FORM_BYTES)
+    return {k: v for k, v in form.items() if isinstance(v, str) and k != CSRF_FIELD}
+
+
+async def read_upload(request: Request, max_bytes: int
+                      ) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
+    """A posted multipart form with files, CSRF checked: (fields, [(file name, bytes)])."""
+    form = await _checked_form(request, max_bytes)
+    fields = {k: v for k, v in form.items() if isinstance(v, str) and k != CSRF_FIELD}
+    files = [(str(v.filename or ""), await v.read()) for _k, v in form.multi_items()
+             if isinstance(v, UploadFile)]
+    return fields, files
+
+
+async def _checked_form(request: Request, max_bytes: int) -> FormData:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     is_form = content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
     body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise InvalidRequest(f"the form exceeds {MAX_FORM_BYTES} bytes")
-    fields: dict[str, str] = {}
-    if is_form:
-        form = await request.form()
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    sent = request.headers.get(CSRF_HEADER) or fields.pop(CSRF_FIELD, "")
+    if len(body) > max_bytes:
+        raise InvalidRequest(f"the form exceeds {max_bytes} bytes")
+    form = await request.form(max_part_size=max_bytes) if is_form else FormData()
+    field = form.get(CSRF_FIELD)
+    sent = request.headers.get(CSRF_HEADER) or (field if isinstance(field, str) else "")
     if not sent:
         _refuse_csrf(request, "the form has no CSRF token; reload the page and try again")
     nonce = request.cookies.get(CSRF_NONCE_COOKIE)
@@ -149,7 +163,7 @@ async def read_form(request: Request) -> dict[str, str]:
                               "the page and try again")
     if not is_form:
         raise InvalidRequest("send the form as application/x-www-form-urlencoded")
-    return fields
+    return form
 
 
 def _refuse_csrf(request: Request, message: str) -> None:
@@ -346,6 +360,9 @@ def work_queues(txn: Any, role: str, practitioner: str | None = None) -> list[di
                                                ("status", "requested,received,accepted,"
                                                           "in-progress")]),
                        "hint": "patients' requests to amend their record (60 days)"})
+    if role in ("him_technician", "administrator"):
+        queues.append({"name": "Import records", "href": "/imports", "count": None,
+                       "hint": "FHIR, HL7 v2 and C-CDA files, with progress"})
     if role in ("him_technician", "privacy_officer", "administrator"):
         queues.append({"name": "Records retention", "href": "/retention", "count": None,
                        "hint": "records past retention, legal holds, destruction"})
