@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from chartkeeper import __version__
 from chartkeeper.api import deid_routes, fhir, openapi, security_routes
 from chartkeeper.api.auth import RequestAccess, api_routes
+from chartkeeper.fhir.definitions import load as load_definitions
 from chartkeeper.security.identity import SecurityError
 from chartkeeper.security.services import SecurityServices
 from chartkeeper.security.tokens import TokenError
@@ -39,6 +41,7 @@ from chartkeeper.web import (
 log = logging.getLogger("chartkeeper.api")
 access_log = logging.getLogger("chartkeeper.access")
 
+GC_YOUNG_THRESHOLD = 20_000  # CPython's default is 700 (3.11)
 HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-long", 415: "not-supported"}
 
 
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         security.audit_writer  # noqa: B018 - start the writer thread in the serving process
         await run_in_threadpool(security.record_audit_settings, settings)
+        settle_memory()
         yield
         security.close()  # flush the audit writer
 
@@ -162,6 +166,18 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     check_route_rules(app)
     openapi.install_openapi(app)
     return app
+
+
+def settle_memory() -> None:
+    """Load the FHIR definitions now and take what is alive at start-up out of the garbage
+    collector's sight (gc.freeze): the definitions and compiled search expressions are
+    millions of objects that never die, and every full collection walked them again (the
+    chart of a 2,500-record patient took 80 ms longer on every second request). Young
+    collections run less often too: a chart page allocates tens of thousands of dicts."""
+    load_definitions()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
 def check_route_rules(app: FastAPI) -> None:
