@@ -97,7 +97,7 @@ def workbench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
     security = SecurityServices.build(settings, store.engine, hasher=CHEAP_HASHER)
     accounts = {name: add_account(security, name, role) for name, role in [
         ("tech", Role.him_technician), ("drsmith", Role.physician),
-        ("roi", Role.roi_specialist), ("coder", Role.coder)]}
+        ("roi", Role.roi_specialist), ("coder", Role.coder), ("analyst", Role.analyst)]}
     with store.read() as txn:
         doctor = txn.search_params("Practitioner", [("_count", "1"), ("_sort", "_id")]).matches[0]
     link_practitioner(store, "drsmith", doctor["id"])

@@ -31,6 +31,7 @@ from chartkeeper.store.export import ExportManager
 from chartkeeper.web import (
     amendment_pages,
     completion_pages,
+    export_pages,
     import_pages,
     jobs,
     pages,
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.include_router(jobs.router)
     app.include_router(amendment_pages.router)
     app.include_router(import_pages.router)
+    app.include_router(export_pages.router)
 
     @app.middleware("http")
     async def _audit_and_log(request: Request, call_next: Any) -> Response:

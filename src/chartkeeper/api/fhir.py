@@ -565,13 +565,13 @@ def _export_kickoff(request: Request, level: str, group_id: str | None = None) -
     manager: ExportManager = request.app.state.exports
     restricted = access.services.restricted_patients()
     job = manager.start(level, str(request.url), types, since, output_format, group_id,
-                        owner=principal.user_id, keep=_export_filter(restricted))
+                        owner=principal.user_id, keep=export_filter(restricted))
     access.details["job"] = job.id
     return Response(status_code=202, headers={
         "Content-Location": f"{_base(request)}/$export-poll-status/{job.id}"})
 
 
-def _export_filter(restricted: frozenset[str]) -> Any:
+def export_filter(restricted: frozenset[str]) -> Any:
     """Bulk exports never carry sensitive records or restricted patients' charts (there is no
     break-the-glass for a bulk copy). Only resources that could match are parsed."""
     markers = tuple(f"Patient/{pid}" for pid in restricted)

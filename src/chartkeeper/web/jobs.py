@@ -24,7 +24,7 @@ from chartkeeper.web.pages import PAGE, render
 
 router = APIRouter(include_in_schema=False)
 KEEP_SECONDS = 3600
-Progress = Callable[[int, int], None]
+Progress = Callable[..., None]  # (done, total[, note])
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Job:
     total: int = 0
     status: str = "running"  # running | done | failed
     message: str = ""
+    note: str = ""  # progress in words, when there is no count to show
     result_href: str = ""
     result_label: str = ""
     started: float = field(default_factory=time.monotonic)
@@ -63,8 +64,8 @@ class JobRunner:
             self._forget_old()
             self._jobs[job.id] = job
 
-        def progress(done: int, total: int) -> None:
-            job.done, job.total = done, total
+        def progress(done: int, total: int, note: str = "") -> None:
+            job.done, job.total, job.note = done, total, note
 
         def run() -> None:
             try:

@@ -363,6 +363,9 @@ def work_queues(txn: Any, role: str, practitioner: str | None = None) -> list[di
     if role in ("him_technician", "administrator"):
         queues.append({"name": "Import records", "href": "/imports", "count": None,
                        "hint": "FHIR, HL7 v2 and C-CDA files, with progress"})
+    if role in ("analyst", "administrator"):
+        queues.append({"name": "Bulk export", "href": "/exports", "count": None,
+                       "hint": "NDJSON files of the store, with progress"})
     if role in ("him_technician", "privacy_officer", "administrator"):
         queues.append({"name": "Records retention", "href": "/retention", "count": None,
                        "hint": "records past retention, legal holds, destruction"})
