@@ -28,13 +28,12 @@ Every setting is checked on load; a bad one is refused with ``RulesError`` namin
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from chartkeeper.chart.completion.rules import RulesError
+from chartkeeper.chart.completion.rules import RulesError, parse_toml, read_toml_file
 from chartkeeper.fhir.definitions import load as load_definitions
 
 LOINC_SYSTEM = "http://loinc.org"
@@ -108,21 +107,12 @@ def load_retention_rules(path: Path | str | None) -> RetentionRules:
     (settings a file omits keep their defaults)."""
     if path is None or str(path) == "":
         return RetentionRules()
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RulesError("file", f"cannot be read: {exc.strerror or exc}", str(path)) from exc
-    return parse_retention_rules(text, source=str(path))
+    return retention_rules_from_mapping(*read_toml_file(path))
 
 
 def parse_retention_rules(text: str, source: str = "retention rules") -> RetentionRules:
     """The schedule written in TOML ``text``."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError("TOML", f"is not valid TOML: {exc}", source) from exc
-    return retention_rules_from_mapping(data, source)
+    return retention_rules_from_mapping(parse_toml(text, source), source)
 
 
 def retention_rules_from_mapping(data: Mapping[str, Any], source: str = "retention rules"

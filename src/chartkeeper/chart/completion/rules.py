@@ -202,23 +202,31 @@ def pcs_matches(code: str, patterns: tuple[str, ...]) -> bool:
 
 
 # ---------------------------------------------------------------------- loading
-def load_rules(path: Path | str) -> CompletionRules:
-    """The rule set in the TOML file at ``path`` (settings it omits keep their defaults)."""
+def read_toml_file(path: Path | str) -> tuple[dict[str, Any], str]:
+    """A site's TOML settings file, parsed, and its name for error messages."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RulesError("file", f"cannot be read: {exc.strerror or exc}", str(path)) from exc
-    return parse_rules(text, source=str(path))
+    return parse_toml(text, str(path)), str(path)
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError("TOML", f"is not valid TOML: {exc}", source) from exc
+
+
+def load_rules(path: Path | str) -> CompletionRules:
+    """The rule set in the TOML file at ``path`` (settings it omits keep their defaults)."""
+    return rules_from_mapping(*read_toml_file(path))
 
 
 def parse_rules(text: str, source: str = "rules") -> CompletionRules:
     """The rule set written in TOML ``text``."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError("TOML", f"is not valid TOML: {exc}", source) from exc
-    return rules_from_mapping(data, source)
+    return rules_from_mapping(parse_toml(text, source), source)
 
 
 def rules_from_mapping(data: Mapping[str, Any], source: str = "rules") -> CompletionRules:
