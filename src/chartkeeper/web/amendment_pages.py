@@ -5,7 +5,6 @@ statement of disagreement."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -30,10 +29,17 @@ from chartkeeper.security.audit import AuditAction
 from chartkeeper.security.identity import Role
 from chartkeeper.store import Store
 from chartkeeper.store.errors import InvalidRequest
-from chartkeeper.store.service import Txn
 from chartkeeper.web import chart as charts
 from chartkeeper.web.completion_pages import my_practitioner, require_role
-from chartkeeper.web.pages import PAGE_READ, PAGE_SEARCH, PageRule, read_form, render
+from chartkeeper.web.pages import (
+    PAGE_READ,
+    PAGE_SEARCH,
+    PageRule,
+    audited,
+    patient_document,
+    read_form,
+    render,
+)
 
 router = APIRouter(include_in_schema=False)
 PAGE_AMEND = PageRule("page-amend", AuditAction.UPDATE)
@@ -48,12 +54,6 @@ def _store(request: Request) -> Store:
 
 def _ref_id(value: Any) -> str:
     return str((value or {}).get("reference", "")).split("/_history/")[0].partition("/")[2]
-
-
-def audited(request: Request, access: RequestAccess, status: int) -> Callable[[Txn], None]:
-    """The hook that appends the request's audit entry inside its write transaction."""
-    source = request.client.host if request.client else None
-    return lambda txn: access.audit_in_transaction(txn.conn, status, source)
 
 
 def _checked_task(access: RequestAccess, store: Store, task_id: str) -> dict[str, Any]:
@@ -93,12 +93,7 @@ async def new_request(request: Request, patient_id: str, document_id: str) -> Re
     store = _store(request)
 
     def work() -> str:
-        with store.read() as txn:
-            document = txn.read("DocumentReference", document_id)
-        access.record_guard().check(document, access.permit("DocumentReference", "r"),
-                                    f"DocumentReference/{document_id}")
-        if _ref_id(document.get("subject")) != patient_id:
-            raise InvalidRequest("the document is not in this patient's record")
+        patient_document(access, store, patient_id, document_id, "r")
         received = fields.get("received", "").strip()
         try:
             day = date.fromisoformat(received) if received else date.today()

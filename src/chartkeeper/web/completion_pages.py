@@ -37,8 +37,15 @@ from chartkeeper.security.identity import Role
 from chartkeeper.security.practitioners import practitioner_of
 from chartkeeper.store import Store
 from chartkeeper.store.errors import InvalidRequest
-from chartkeeper.store.service import Txn
-from chartkeeper.web.pages import PAGE_READ, PAGE_SEARCH, PageRule, read_form, render
+from chartkeeper.web.pages import (
+    PAGE_READ,
+    PAGE_SEARCH,
+    PageRule,
+    audited,
+    patient_document,
+    read_form,
+    render,
+)
 
 router = APIRouter(include_in_schema=False)
 PAGE_WRITE = PageRule("page-write", AuditAction.UPDATE)
@@ -200,16 +207,12 @@ async def assign(request: Request, task_id: str) -> Response:
     if not practitioner:
         raise InvalidRequest("choose the physician to assign the deficiency to")
     store = _store(request)
-    source = request.client.host if request.client else None
-
-    def audit(txn: Txn) -> None:
-        access.audit_in_transaction(txn.conn, 200, source)
-
     def work() -> dict[str, Any]:
         with store.read() as txn:
             task = txn.read("Task", task_id)
         access.record_guard().check(task, access.permit("Task", "u"), f"Task/{task_id}")
-        return assign_task(store, task_id, practitioner, access.who().user_id, audit)
+        return assign_task(store, task_id, practitioner, access.who().user_id,
+                           audited(request, access, 200))
 
     task = await run_in_threadpool(work)
     access.details["assigned"] = _ref(task.get("owner"))
@@ -262,7 +265,6 @@ async def write_document(request: Request, task_id: str) -> Response:
     access.target("Task", task_id)
     access.details["change"] = "document written"
     store = _store(request)
-    source = request.client.host if request.client else None
 
     def work() -> str:
         with store.read() as txn:
@@ -270,9 +272,7 @@ async def write_document(request: Request, task_id: str) -> Response:
         access.record_guard().check(task, access.permit("Task", "u"), f"Task/{task_id}")
         access.patients.add(_ref(task.get("for")).partition("/")[2])
         return write_missing_document(store, task_id, practitioner, fields.get("text", ""),
-                                      site_rules(request),
-                                      lambda txn: access.audit_in_transaction(
-                                          txn.conn, 201, source))
+                                      site_rules(request), audited(request, access, 201))
 
     reference = await run_in_threadpool(work)
     access.details["document"] = reference
@@ -290,20 +290,14 @@ async def sign(request: Request, patient_id: str, document_id: str) -> Response:
     access.patients.add(patient_id)
     access.details["change"] = "sign"
     store = _store(request)
-    source = request.client.host if request.client else None
 
     def work() -> None:
+        patient_document(access, store, patient_id, document_id, "u")
         with store.read() as txn:
-            document = txn.read("DocumentReference", document_id)
             assigned = {_ref(t.get("owner")) for t in txn.search_params("Task", [
                 ("focus", f"DocumentReference/{document_id}"), ("_count", "20")]).matches}
-        access.record_guard().check(document, access.permit("DocumentReference", "u"),
-                                    f"DocumentReference/{document_id}")
-        if _ref(document.get("subject")) != f"Patient/{patient_id}":
-            raise InvalidRequest("the document is not in this patient's record")
         sign_document(store, document_id, practitioner, allowed=assigned,
-                      before_commit=lambda txn: access.audit_in_transaction(
-                          txn.conn, 200, source))
+                      before_commit=audited(request, access, 200))
 
     try:
         await run_in_threadpool(work)
@@ -324,18 +318,11 @@ async def addendum(request: Request, patient_id: str, document_id: str) -> Respo
     access.patients.add(patient_id)
     access.details["change"] = "addendum"
     store = _store(request)
-    source = request.client.host if request.client else None
 
     def work() -> str:
-        with store.read() as txn:
-            document = txn.read("DocumentReference", document_id)
-        access.record_guard().check(document, access.permit("DocumentReference", "r"),
-                                    f"DocumentReference/{document_id}")
-        if _ref(document.get("subject")) != f"Patient/{patient_id}":
-            raise InvalidRequest("the document is not in this patient's record")
+        patient_document(access, store, patient_id, document_id, "r")
         return add_addendum(store, document_id, practitioner, fields.get("text", ""),
-                            before_commit=lambda txn: access.audit_in_transaction(
-                                txn.conn, 201, source))
+                            before_commit=audited(request, access, 201))
 
     reference = await run_in_threadpool(work)
     return RedirectResponse(f"/patients/{patient_id}/documents/{reference.split('/')[1]}",

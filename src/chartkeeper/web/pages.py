@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -38,7 +39,7 @@ from chartkeeper.api.fhir import visible_everything
 from chartkeeper.api.security_routes import MAX_FORM_BYTES, authenticate_password, signed_in
 from chartkeeper.chart.completion.tasks import DEFICIENCY_SYSTEM, OPEN_STATUSES
 from chartkeeper.chart.signing import is_locked
-from chartkeeper.security.access import Forbidden
+from chartkeeper.security.access import Forbidden, Interaction
 from chartkeeper.security.audit import AuditAction
 from chartkeeper.security.identity import (
     AuthenticationError,
@@ -50,7 +51,7 @@ from chartkeeper.security.identity import (
 from chartkeeper.security.practitioners import practitioner_of
 from chartkeeper.store import Store
 from chartkeeper.store.errors import InvalidRequest, NotFound
-from chartkeeper.store.service import provenance_of
+from chartkeeper.store.service import Resource, Txn, provenance_of
 from chartkeeper.web import chart as charts
 from chartkeeper.web.finder import find_patients
 
@@ -164,6 +165,27 @@ async def _checked_form(request: Request, max_bytes: int) -> FormData:
     if not is_form:
         raise InvalidRequest("send the form as application/x-www-form-urlencoded")
     return form
+
+
+def audited(request: Request, access: RequestAccess, status: int) -> Callable[[Txn], None]:
+    """The ``before_commit`` hook a page's write passes to the slice: it appends the request's
+    audit entry inside the write's transaction, so the change and its entry land together."""
+    source = request.client.host if request.client else None
+    return lambda txn: access.audit_in_transaction(txn.conn, status, source)
+
+
+def patient_document(access: RequestAccess, store: Store, patient_id: str, document_id: str,
+                     interaction: Interaction) -> Resource:
+    """A document of this patient's record that the caller may see (404 when it belongs to
+    another patient: a page never shows a document under someone else's chart)."""
+    with store.read() as txn:
+        document = txn.read("DocumentReference", document_id)
+    access.record_guard().check(document, access.permit("DocumentReference", interaction),
+                                f"DocumentReference/{document_id}")
+    subject = str((document.get("subject") or {}).get("reference", ""))
+    if subject.split("/_history/")[0] != f"Patient/{patient_id}":
+        raise NotFound(f"DocumentReference/{document_id} is not in this patient's record")
+    return document
 
 
 def _refuse_csrf(request: Request, message: str) -> None:
@@ -419,13 +441,9 @@ def document(request: Request, patient_id: str, document_id: str) -> Response:
     access.target("DocumentReference", document_id)
     access.patients.add(patient_id)
     access.details["page"] = "document"
+    resource = patient_document(access, _store(request), patient_id, document_id, "r")
     with _store(request).read() as txn:
-        resource = txn.read("DocumentReference", document_id)
         sources = provenance_of(txn, [("DocumentReference", document_id)])
-    access.record_guard().check(resource, grant, f"DocumentReference/{document_id}")
-    subject = str((resource.get("subject") or {}).get("reference", ""))
-    if subject.split("/_history/")[0] != f"Patient/{patient_id}":
-        raise NotFound(f"DocumentReference/{document_id} is not in this patient's record")
     content_type, text = charts.document_text(resource)
     item = charts.item_of(resource, {f"DocumentReference/{document_id}": charts.source_text(
         sources.get(("DocumentReference", document_id), []), resource)})

@@ -36,7 +36,7 @@ from chartkeeper.store import Store
 from chartkeeper.store.errors import Gone, InvalidRequest, NotFound
 from chartkeeper.store.service import Resource, Txn, new_id
 from chartkeeper.web.completion_pages import require_role
-from chartkeeper.web.pages import PAGE_READ, PAGE_SEARCH, PageRule, read_form, render
+from chartkeeper.web.pages import PAGE_READ, PAGE_SEARCH, PageRule, audited, read_form, render
 
 router = APIRouter(include_in_schema=False)
 REVIEWERS = (Role.him_technician, Role.privacy_officer, Role.administrator)
@@ -59,10 +59,6 @@ def site_retention_rules(request: Request) -> RetentionRules:
 def _store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
-
-
-def _source(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def _patients(txn: Txn, ids: set[str]) -> dict[str, Resource]:
@@ -131,7 +127,6 @@ async def place(request: Request) -> Response:
     access.target("Flag")
     access.details["change"] = "legal hold placed"
     store = _store(request)
-    source = _source(request)
 
     def work() -> None:
         with store.read() as txn:
@@ -140,8 +135,7 @@ async def place(request: Request) -> Response:
         access.patients.add(patient_id)
         access.record_guard().check(patient, grant, f"Patient/{patient_id}")
         place_hold(store, patient_id, fields.get("matter", ""), access.who().user_id,
-                   datetime.now(UTC), before_commit=lambda txn: access.audit_in_transaction(
-                       txn.conn, 201, source))
+                   datetime.now(UTC), before_commit=audited(request, access, 201))
 
     await run_in_threadpool(work)
     return RedirectResponse("/retention?done=hold-placed", status_code=303)
@@ -157,7 +151,6 @@ async def release(request: Request, flag_id: str) -> Response:
     access.target("Flag", flag_id)
     access.details["change"] = "legal hold released"
     store = _store(request)
-    source = _source(request)
 
     def work() -> None:
         with store.read() as txn:
@@ -167,7 +160,7 @@ async def release(request: Request, flag_id: str) -> Response:
                 raise NotFound(f"Flag/{flag_id} is not a legal hold") from None
         access.record_guard().check(flag, grant, f"Flag/{flag_id}")
         release_hold(store, flag_id, access.who().user_id, datetime.now(UTC),
-                     before_commit=lambda txn: access.audit_in_transaction(txn.conn, 200, source))
+                     before_commit=audited(request, access, 200))
 
     await run_in_threadpool(work)
     return RedirectResponse("/retention?done=hold-released", status_code=303)
@@ -188,7 +181,6 @@ async def destroy_record(request: Request, patient_id: str) -> Response:
         raise InvalidRequest("choose the method of destruction from the list")
     store = _store(request)
     rules = site_retention_rules(request)
-    source = _source(request)
 
     def work() -> str:
         with store.read() as txn:
@@ -202,7 +194,7 @@ async def destroy_record(request: Request, patient_id: str) -> Response:
         certificate_id = new_id()
         access.details["certificate"] = f"DocumentReference/{certificate_id}"
         destroy(store, patient_id, rules, date.today(), access.who().user_id, method,
-                before_commit=lambda txn: access.audit_in_transaction(txn.conn, 200, source),
+                before_commit=audited(request, access, 200),
                 certificate_id=certificate_id)
         return certificate_id
 
