@@ -9,6 +9,8 @@ HTMX := src/chartkeeper/web/static/vendor/htmx.min.js
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# pytest-xdist workers (one per core); PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= auto
 
 .DEFAULT_GOAL := help
 .PHONY: help venv install run test test-deps lint clean
@@ -48,7 +50,7 @@ test-deps:
 
 # Any non-zero pytest status fails the target, including 5 (no tests collected).
 test: install test-deps
-	$(VENV_PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests
