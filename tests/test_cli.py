@@ -132,3 +132,9 @@ def test_completion_run_updates_the_worklist_once_and_checks_the_rules(tmp_path:
     refused = chartkeeper(home, "completion", "rules", "--rules", str(bad))
     assert refused.returncode == 2 and "threshold_days" in refused.stderr
     assert "threshold_days = 30" in chartkeeper(home, "completion", "rules").stdout
+
+
+def test_mpi_dedupe_refuses_thresholds_out_of_order(tmp_path: Path) -> None:
+    result = chartkeeper(tmp_path / "home", "mpi", "dedupe", "--auto-link", "0.4",
+                         "--review", "0.9")
+    assert result.returncode == 2 and "review <= auto_link" in result.stderr

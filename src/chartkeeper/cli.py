@@ -18,6 +18,7 @@ from sqlalchemy import false, select
 from chartkeeper.chart.completion.cli import completion_app
 from chartkeeper.ingest.files import SUFFIXES, import_any
 from chartkeeper.ingest.hl7_cli import hl7_app
+from chartkeeper.mpi.cli import mpi_app
 from chartkeeper.security.audit_cli import audit_app
 from chartkeeper.security.cli import (
     open_directory,
@@ -41,6 +42,7 @@ app.add_typer(deid_app, name="deid", help="De-identified exports (HIPAA Safe Har
 app.add_typer(audit_app, name="audit", help="Verify, anchor and report on the audit trail.")
 app.add_typer(hl7_app, name="hl7")
 app.add_typer(completion_app, name="completion")
+app.add_typer(mpi_app, name="mpi")
 app.command("generate")(generate_command)
 
 

@@ -1,0 +1,1 @@
+"""Master patient index: find the same person registered more than once (splink)."""
