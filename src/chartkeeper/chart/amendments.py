@@ -20,6 +20,7 @@ from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any
 
+from chartkeeper.chart.completion.scan import reference_key
 from chartkeeper.chart.signing import AUTHOR_SIGNATURE, PARTICIPATION, BeforeCommit
 from chartkeeper.store import Store
 from chartkeeper.store.errors import Gone, InvalidRequest, NotFound
@@ -223,8 +224,7 @@ def add_disagreement(store: Store, task_id: str, statement: str, filed_by: str,
 
 
 def _ref_id(value: Any) -> str:
-    reference = str((value or {}).get("reference", "")).split("/_history/")[0]
-    kind, _, rid = reference.partition("/")
+    kind, _, rid = (reference_key(value) or "").partition("/")
     if kind != "DocumentReference" or not rid:
         raise AmendmentError("the amendment request does not name a document")
     return rid

@@ -15,8 +15,8 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from chartkeeper.chart.completion.scan import reference_key
 from chartkeeper.chart.completion.tasks import DEFICIENCY_SYSTEM, OPEN_STATUSES
 from chartkeeper.store import Store
 from chartkeeper.store.errors import Conflict, Gone, InvalidRequest, NotFound
@@ -64,14 +64,8 @@ def check_not_locked(resource: Resource) -> None:
         raise DocumentLocked(f"{resource['resourceType']}/{resource.get('id')}")
 
 
-def _ref(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("reference", "")).split("/_history/")[0]
-    return ""
-
-
 def authors_of(document: Resource) -> set[str]:
-    return {_ref(a) for a in document.get("author") or []} - {""}
+    return {key for a in document.get("author") or [] if (key := reference_key(a))}
 
 
 @dataclass

@@ -30,15 +30,19 @@ from chartkeeper.security.identity import Role
 from chartkeeper.store import Store
 from chartkeeper.store.errors import InvalidRequest
 from chartkeeper.web import chart as charts
-from chartkeeper.web.completion_pages import my_practitioner, require_role
+from chartkeeper.web.completion_pages import ref
 from chartkeeper.web.pages import (
     PAGE_READ,
     PAGE_SEARCH,
     PageRule,
     audited,
+    guarded_read,
+    my_practitioner,
     patient_document,
     read_form,
     render,
+    require_role,
+    store_of,
 )
 
 router = APIRouter(include_in_schema=False)
@@ -47,19 +51,12 @@ RECORDING_ROLES = (Role.him_technician, Role.privacy_officer)
 OPEN = "requested,received,accepted,in-progress"
 
 
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
-
-
 def _ref_id(value: Any) -> str:
-    return str((value or {}).get("reference", "")).split("/_history/")[0].partition("/")[2]
+    return ref(value).partition("/")[2]
 
 
 def _checked_task(access: RequestAccess, store: Store, task_id: str) -> dict[str, Any]:
-    with store.read() as txn:
-        task = txn.read("Task", task_id)
-    access.record_guard().check(task, access.permit("Task", "r"), f"Task/{task_id}")
+    task = guarded_read(access, store, "Task", task_id)
     access.patients.add(_ref_id(task.get("for")))
     access.target("Task", task_id)
     return task
@@ -72,7 +69,7 @@ def queue(request: Request) -> Response:
     access.target("Task")
     access.details["page"] = "amendment requests"
     grant = access.permit("Task", "s")
-    with _store(request).read() as txn:
+    with store_of(request).read() as txn:
         tasks = txn.search_params("Task", [("code", f"{HIM_TASK}|{AMENDMENT_REQUEST}"),
                                            ("status", OPEN), ("_count", "200")]).matches
     guard = access.record_guard()
@@ -90,7 +87,7 @@ async def new_request(request: Request, patient_id: str, document_id: str) -> Re
     access.permit("Task", "c")
     access.target("DocumentReference", document_id)
     access.patients.add(patient_id)
-    store = _store(request)
+    store = store_of(request)
 
     def work() -> str:
         patient_document(access, store, patient_id, document_id, "r")
@@ -115,7 +112,7 @@ def request_page(request: Request, task_id: str) -> Response:
     access = access_of(request)
     require_role(access, *RECORDING_ROLES, Role.physician)
     access.details["page"] = "amendment request"
-    store = _store(request)
+    store = store_of(request)
     task = _checked_task(access, store, task_id)
     document_id = _ref_id(task.get("focus"))
     with store.read() as txn:
@@ -138,7 +135,7 @@ async def accept(request: Request, task_id: str) -> Response:
     practitioner = my_practitioner(request, access)  # the amendment is signed by a clinician
     access.permit("DocumentReference", "c")
     access.details["change"] = "amendment accepted"
-    store = _store(request)
+    store = store_of(request)
 
     def work() -> str:
         _checked_task(access, store, task_id)
@@ -157,7 +154,7 @@ async def deny(request: Request, task_id: str) -> Response:
     require_role(access, *RECORDING_ROLES, Role.physician)
     access.permit("Task", "u")
     access.details["change"] = "amendment denied"
-    store = _store(request)
+    store = store_of(request)
 
     def work() -> None:
         _checked_task(access, store, task_id)
@@ -175,7 +172,7 @@ async def disagreement(request: Request, task_id: str) -> Response:
     require_role(access, *RECORDING_ROLES)
     access.permit("DocumentReference", "c")
     access.details["change"] = "statement of disagreement"
-    store = _store(request)
+    store = store_of(request)
 
     def work() -> str:
         _checked_task(access, store, task_id)

@@ -20,6 +20,7 @@ from fastapi.responses import RedirectResponse
 from chartkeeper.api.auth import RequestAccess, access_of
 from chartkeeper.chart.completion.analysis import age_band
 from chartkeeper.chart.completion.rules import CompletionRules, load_rules
+from chartkeeper.chart.completion.scan import reference_key
 from chartkeeper.chart.completion.service import (
     analyze,
     assign_task,
@@ -34,17 +35,22 @@ from chartkeeper.chart.signing import SigningRefused, add_addendum, sign_documen
 from chartkeeper.security.access import Forbidden
 from chartkeeper.security.audit import AuditAction
 from chartkeeper.security.identity import Role
-from chartkeeper.security.practitioners import practitioner_of
 from chartkeeper.store import Store
 from chartkeeper.store.errors import InvalidRequest
+from chartkeeper.web.chart import human_name
 from chartkeeper.web.pages import (
     PAGE_READ,
     PAGE_SEARCH,
     PageRule,
     audited,
+    guarded_read,
+    my_practitioner,
     patient_document,
+    patients_by_id,
     read_form,
     render,
+    require_role,
+    store_of,
 )
 
 router = APIRouter(include_in_schema=False)
@@ -69,25 +75,14 @@ class OpenTask:
     delinquent: bool
 
 
-def require_role(access: RequestAccess, *roles: Role) -> None:
-    principal = access.who()
-    if principal.role not in roles:
-        names = ", ".join(r.value.replace("_", " ") for r in roles)
-        raise Forbidden(f"this page is for: {names}")
-
-
 def site_rules(request: Request) -> CompletionRules:
     path = request.app.state.settings.completion_rules
     return load_rules(Path(path)) if path else CompletionRules()
 
 
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
-
-
-def _ref(value: Any) -> str:
-    return str((value or {}).get("reference", "")).split("/_history/")[0]
+def ref(value: Any) -> str:
+    """``Type/id`` of a Reference, or '' (display-only or missing)."""
+    return reference_key(value) or ""
 
 
 def open_tasks(request: Request, access: RequestAccess, owner: str | None = None
@@ -98,8 +93,8 @@ def open_tasks(request: Request, access: RequestAccess, owner: str | None = None
     grant = access.permit("Task", "s")
     guard = access.record_guard()
     rows = []
-    for task in open_deficiency_tasks(_store(request)):
-        if owner is not None and _ref(task.get("owner")) != owner:
+    for task in open_deficiency_tasks(store_of(request)):
+        if owner is not None and ref(task.get("owner")) != owner:
             continue
         if not guard.visible(task, grant):
             continue
@@ -110,8 +105,8 @@ def open_tasks(request: Request, access: RequestAccess, owner: str | None = None
         coding = (task.get("code") or {}).get("coding") or [{}]
         rows.append(OpenTask(task, str(coding[0].get("code", "")),
                              str((task.get("code") or {}).get("text", "")),
-                             _ref(task.get("for")), _ref(task.get("focus")),
-                             _ref(task.get("owner")), due, days,
+                             ref(task.get("for")), ref(task.get("focus")),
+                             ref(task.get("owner")), due, days,
                              age_band(days) if days is not None else "",
                              bool(due and today > due)))
     rows.sort(key=lambda r: (r.days_since_discharge or 0), reverse=True)
@@ -119,21 +114,14 @@ def open_tasks(request: Request, access: RequestAccess, owner: str | None = None
 
 
 def _patient_names(store: Store, refs: set[str]) -> dict[str, str]:
-    from chartkeeper.web.chart import human_name
-
-    ids = sorted(r.split("/", 1)[1] for r in refs if r.startswith("Patient/"))
-    names: dict[str, str] = {}
     with store.read() as txn:
-        for start in range(0, len(ids), 200):
-            chunk = ids[start:start + 200]
-            for patient in txn.search_params("Patient", [("_id", ",".join(chunk)),
-                                                         ("_count", str(len(chunk)))]).matches:
-                names[f"Patient/{patient['id']}"] = human_name(patient)
-    return names
+        found = patients_by_id(txn, (r.partition("/")[2] for r in refs
+                                     if r.startswith("Patient/")))
+    return {f"Patient/{pid}": human_name(patient) for pid, patient in found.items()}
 
 
 def _worklist_context(request: Request, rows: list[OpenTask]) -> dict[str, Any]:
-    store = _store(request)
+    store = store_of(request)
     shown = rows[:LIST_LIMIT]
     physicians = physician_names(store, {r.owner for r in rows if r.owner})
     by_physician: dict[str, dict[str, int]] = {}
@@ -164,9 +152,9 @@ def completion(request: Request, physician: str = "") -> Response:
 
 def _doctors(request: Request) -> list[tuple[str, str]]:
     """(reference, name) of the practitioners a deficiency can be assigned to, by name."""
-    with _store(request).read() as txn:
+    with store_of(request).read() as txn:
         doctors = txn.search_params("Practitioner", [("_count", "500")]).matches
-    names = physician_names(_store(request), {f"Practitioner/{d['id']}" for d in doctors})
+    names = physician_names(store_of(request), {f"Practitioner/{d['id']}" for d in doctors})
     return sorted(names.items(), key=lambda item: item[1])
 
 
@@ -180,7 +168,7 @@ async def run_analysis(request: Request) -> Response:
     access.target("Task")
     access.details["page"] = "record completion analysis"
     rules = site_rules(request)
-    store = _store(request)
+    store = store_of(request)
     today = date.today()
 
     def work() -> tuple[Any, Any]:
@@ -206,31 +194,19 @@ async def assign(request: Request, task_id: str) -> Response:
     practitioner = fields.get("practitioner", "").removeprefix("Practitioner/")
     if not practitioner:
         raise InvalidRequest("choose the physician to assign the deficiency to")
-    store = _store(request)
+    store = store_of(request)
+
     def work() -> dict[str, Any]:
-        with store.read() as txn:
-            task = txn.read("Task", task_id)
-        access.record_guard().check(task, access.permit("Task", "u"), f"Task/{task_id}")
+        guarded_read(access, store, "Task", task_id, "u")
         return assign_task(store, task_id, practitioner, access.who().user_id,
                            audited(request, access, 200))
 
     task = await run_in_threadpool(work)
-    access.details["assigned"] = _ref(task.get("owner"))
+    access.details["assigned"] = ref(task.get("owner"))
     return RedirectResponse("/completion?assigned=1", status_code=303)
 
 
 # ------------------------------------------------------------------------- physician side
-def my_practitioner(request: Request, access: RequestAccess) -> str:
-    """The Practitioner id of the signed-in physician (Forbidden when not linked)."""
-    require_role(access, Role.physician)
-    with _store(request).read() as txn:
-        practitioner = practitioner_of(txn, access.who().user_id)
-    if practitioner is None:
-        raise Forbidden("your account is not linked to a Practitioner yet; ask an "
-                        "administrator (chartkeeper users link-practitioner)")
-    return practitioner
-
-
 @router.get("/deficiencies", dependencies=[Depends(PAGE_SEARCH)])
 def my_deficiencies(request: Request) -> Response:
     access = access_of(request)
@@ -248,10 +224,8 @@ def write_form(request: Request, task_id: str) -> Response:
     access = access_of(request)
     my_practitioner(request, access)
     access.target("Task", task_id)
-    with _store(request).read() as txn:
-        task = txn.read("Task", task_id)
-    access.record_guard().check(task, access.permit("Task", "r"), f"Task/{task_id}")
-    access.patients.add(_ref(task.get("for")).partition("/")[2])
+    task = guarded_read(access, store_of(request), "Task", task_id)
+    access.patients.add(ref(task.get("for")).partition("/")[2])
     return render(request, "write_document.html", {"task": task})
 
 
@@ -264,13 +238,11 @@ async def write_document(request: Request, task_id: str) -> Response:
     access.permit("DocumentReference", "c")
     access.target("Task", task_id)
     access.details["change"] = "document written"
-    store = _store(request)
+    store = store_of(request)
 
     def work() -> str:
-        with store.read() as txn:
-            task = txn.read("Task", task_id)
-        access.record_guard().check(task, access.permit("Task", "u"), f"Task/{task_id}")
-        access.patients.add(_ref(task.get("for")).partition("/")[2])
+        task = guarded_read(access, store, "Task", task_id, "u")
+        access.patients.add(ref(task.get("for")).partition("/")[2])
         return write_missing_document(store, task_id, practitioner, fields.get("text", ""),
                                       site_rules(request), audited(request, access, 201))
 
@@ -289,12 +261,12 @@ async def sign(request: Request, patient_id: str, document_id: str) -> Response:
     access.target("DocumentReference", document_id)
     access.patients.add(patient_id)
     access.details["change"] = "sign"
-    store = _store(request)
+    store = store_of(request)
 
     def work() -> None:
         patient_document(access, store, patient_id, document_id, "u")
         with store.read() as txn:
-            assigned = {_ref(t.get("owner")) for t in txn.search_params("Task", [
+            assigned = {ref(t.get("owner")) for t in txn.search_params("Task", [
                 ("focus", f"DocumentReference/{document_id}"), ("_count", "20")]).matches}
         sign_document(store, document_id, practitioner, allowed=assigned,
                       before_commit=audited(request, access, 200))
@@ -317,7 +289,7 @@ async def addendum(request: Request, patient_id: str, document_id: str) -> Respo
     access.target("DocumentReference", document_id)
     access.patients.add(patient_id)
     access.details["change"] = "addendum"
-    store = _store(request)
+    store = store_of(request)
 
     def work() -> str:
         patient_document(access, store, patient_id, document_id, "r")

@@ -15,11 +15,9 @@ from chartkeeper.api.auth import access_of
 from chartkeeper.ingest.files import SUFFIXES, import_any
 from chartkeeper.security.audit import AuditAction
 from chartkeeper.security.identity import Role
-from chartkeeper.store import Store
 from chartkeeper.store.errors import InvalidRequest
-from chartkeeper.web.completion_pages import require_role
 from chartkeeper.web.jobs import Progress, runner_of
-from chartkeeper.web.pages import PAGE, PageRule, read_upload, render
+from chartkeeper.web.pages import PAGE, PageRule, read_upload, render, require_role, store_of
 
 router = APIRouter(include_in_schema=False)
 IMPORT_ROLES = (Role.him_technician, Role.administrator)
@@ -58,7 +56,7 @@ async def start_import(request: Request) -> Response:
         path = folder / f"{number:03d}-{PurePath(name).name}"  # no directories from the client
         path.write_bytes(data)
         paths.append(path)
-    store: Store = request.app.state.store
+    store = store_of(request)
 
     def work(progress: Progress) -> tuple[str, str]:
         done = [0]

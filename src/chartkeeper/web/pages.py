@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -178,10 +178,7 @@ def patient_document(access: RequestAccess, store: Store, patient_id: str, docum
                      interaction: Interaction) -> Resource:
     """A document of this patient's record that the caller may see (404 when it belongs to
     another patient: a page never shows a document under someone else's chart)."""
-    with store.read() as txn:
-        document = txn.read("DocumentReference", document_id)
-    access.record_guard().check(document, access.permit("DocumentReference", interaction),
-                                f"DocumentReference/{document_id}")
+    document = guarded_read(access, store, "DocumentReference", document_id, interaction)
     subject = str((document.get("subject") or {}).get("reference", ""))
     if subject.split("/_history/")[0] != f"Patient/{patient_id}":
         raise NotFound(f"DocumentReference/{document_id} is not in this patient's record")
@@ -237,9 +234,51 @@ def _safe_next(value: str | None) -> str:
     return value
 
 
-def _store(request: Request) -> Store:
+def store_of(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
+
+
+def require_role(access: RequestAccess, *roles: Role) -> None:
+    """Forbidden unless the caller has one of ``roles`` (pages narrow the role matrix)."""
+    principal = access.who()
+    if principal.role not in roles:
+        names = ", ".join(r.value.replace("_", " ") for r in roles)
+        raise Forbidden(f"this page is for: {names}")
+
+
+def my_practitioner(request: Request, access: RequestAccess) -> str:
+    """The Practitioner id of the signed-in physician (Forbidden when not linked)."""
+    require_role(access, Role.physician)
+    with store_of(request).read() as txn:
+        practitioner = practitioner_of(txn, access.who().user_id)
+    if practitioner is None:
+        raise Forbidden("your account is not linked to a Practitioner yet; ask an "
+                        "administrator (chartkeeper users link-practitioner)")
+    return practitioner
+
+
+def guarded_read(access: RequestAccess, store: Store, resource_type: str, resource_id: str,
+                 interaction: Interaction = "r") -> Resource:
+    """A resource the caller may see (or act on): role, compartment and sensitivity checked,
+    its patients noted for the audit entry."""
+    with store.read() as txn:
+        resource = txn.read(resource_type, resource_id)
+    access.record_guard().check(resource, access.permit(resource_type, interaction),
+                                f"{resource_type}/{resource_id}")
+    return resource
+
+
+def patients_by_id(txn: Txn, ids: Iterable[str]) -> dict[str, Resource]:
+    """Patients by id, looked up 200 at a time."""
+    ordered = sorted(set(ids))
+    found: dict[str, Resource] = {}
+    for start in range(0, len(ordered), 200):
+        chunk = ordered[start:start + 200]
+        for patient in txn.search_params("Patient", [("_id", ",".join(chunk)),
+                                                     ("_count", str(len(chunk)))]).matches:
+            found[str(patient["id"])] = patient
+    return found
 
 
 # -------------------------------------------------------------------------------- static
@@ -349,7 +388,7 @@ async def sign_out(request: Request) -> Response:
 @router.get("/home", dependencies=[Depends(PAGE)])
 def home(request: Request) -> Response:
     principal = access_of(request).who()
-    with _store(request).read() as txn:
+    with store_of(request).read() as txn:
         practitioner = practitioner_of(txn, principal.user_id)
         queues = work_queues(txn, principal.role.value, practitioner)
     return render(request, "home.html", {"queues": queues})
@@ -408,7 +447,7 @@ def patients(request: Request, q: str = "") -> Response:
     access.details["page"] = "patient search"
     results: list[Any] = []
     if q.strip():
-        with _store(request).read() as txn:
+        with store_of(request).read() as txn:
             found = find_patients(txn, q)
         guard = access.record_guard()
         results = [f for f in found if guard.visible(f.patient, grant)]
@@ -426,7 +465,7 @@ def chart(request: Request, patient_id: str) -> Response:
     access.details["page"] = "chart"
     access.target("Patient", patient_id)
     access.patients.add(patient_id)  # refused or not, the trail names whose chart was asked for
-    store = _store(request)
+    store = store_of(request)
     patient, shown, withheld = visible_everything(access, store, patient_id)
     with store.read() as txn:
         sources = provenance_of(txn, ((str(r["resourceType"]), str(r["id"])) for r in shown))
@@ -441,13 +480,13 @@ def document(request: Request, patient_id: str, document_id: str) -> Response:
     access.target("DocumentReference", document_id)
     access.patients.add(patient_id)
     access.details["page"] = "document"
-    resource = patient_document(access, _store(request), patient_id, document_id, "r")
-    with _store(request).read() as txn:
+    resource = patient_document(access, store_of(request), patient_id, document_id, "r")
+    with store_of(request).read() as txn:
         sources = provenance_of(txn, [("DocumentReference", document_id)])
     content_type, text = charts.document_text(resource)
     item = charts.item_of(resource, {f"DocumentReference/{document_id}": charts.source_text(
         sources.get(("DocumentReference", document_id), []), resource)})
-    with _store(request).read() as txn:
+    with store_of(request).read() as txn:
         linked = [d for d in txn.search_params("DocumentReference", [
             ("relatesto", f"DocumentReference/{document_id}"), ("_count", "50")]).matches
             if access.record_guard().visible(d, grant)]

@@ -9,7 +9,6 @@ audit entry commit in one transaction.
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -32,11 +31,20 @@ from chartkeeper.chart.retention import (
 )
 from chartkeeper.security.audit import AuditAction
 from chartkeeper.security.identity import Role
-from chartkeeper.store import Store
 from chartkeeper.store.errors import Gone, InvalidRequest, NotFound
 from chartkeeper.store.service import Resource, Txn, new_id
-from chartkeeper.web.completion_pages import require_role
-from chartkeeper.web.pages import PAGE_READ, PAGE_SEARCH, PageRule, audited, read_form, render
+from chartkeeper.web.chart import document_text
+from chartkeeper.web.pages import (
+    PAGE_READ,
+    PAGE_SEARCH,
+    PageRule,
+    audited,
+    patients_by_id,
+    read_form,
+    render,
+    require_role,
+    store_of,
+)
 
 router = APIRouter(include_in_schema=False)
 REVIEWERS = (Role.him_technician, Role.privacy_officer, Role.administrator)
@@ -56,22 +64,6 @@ def site_retention_rules(request: Request) -> RetentionRules:
     return load_retention_rules(Path(path) if path else None)
 
 
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
-
-
-def _patients(txn: Txn, ids: set[str]) -> dict[str, Resource]:
-    ordered = sorted(ids)
-    found: dict[str, Resource] = {}
-    for start in range(0, len(ordered), 200):
-        chunk = ordered[start:start + 200]
-        for patient in txn.search_params("Patient", [("_id", ",".join(chunk)),
-                                                     ("_count", str(len(chunk)))]).matches:
-            found[str(patient["id"])] = patient
-    return found
-
-
 @router.get("/retention", dependencies=[Depends(PAGE_SEARCH)])
 def review(request: Request, page: int = 1, mrn: str = "") -> Response:
     access = access_of(request)
@@ -82,14 +74,14 @@ def review(request: Request, page: int = 1, mrn: str = "") -> Response:
     access.details["page"] = "records retention"
     if page < 1:
         raise InvalidRequest(f"page must be at least 1, got {page}")
-    store = _store(request)
+    store = store_of(request)
     today = date.today()
     guard = access.record_guard()
     items = [i for i in past_retention(store, site_retention_rules(request), today, PAGE_SIZE,
                                        (page - 1) * PAGE_SIZE) if guard.visible(i.patient, grant)]
     with store.read() as txn:
         holds = active_holds(txn, 200)
-        held = _patients(txn, {h.patient_id for h in holds})
+        held = patients_by_id(txn, {h.patient_id for h in holds})
         found = certificates(txn, mrn)
     shown = {k: v for k, v in held.items() if guard.visible(v, grant)}
     return render(request, "retention.html", {
@@ -126,7 +118,7 @@ async def place(request: Request) -> Response:
     grant = access.permit("Flag", "c")
     access.target("Flag")
     access.details["change"] = "legal hold placed"
-    store = _store(request)
+    store = store_of(request)
 
     def work() -> None:
         with store.read() as txn:
@@ -150,7 +142,7 @@ async def release(request: Request, flag_id: str) -> Response:
     grant = access.permit("Flag", "u")
     access.target("Flag", flag_id)
     access.details["change"] = "legal hold released"
-    store = _store(request)
+    store = store_of(request)
 
     def work() -> None:
         with store.read() as txn:
@@ -179,7 +171,7 @@ async def destroy_record(request: Request, patient_id: str) -> Response:
     method = fields.get("method", "")
     if method not in METHODS:
         raise InvalidRequest("choose the method of destruction from the list")
-    store = _store(request)
+    store = store_of(request)
     rules = site_retention_rules(request)
 
     def work() -> str:
@@ -209,7 +201,7 @@ def certificate(request: Request, document_id: str) -> Response:
     grant = access.permit("DocumentReference", "r")
     access.target("DocumentReference", document_id)
     access.details["page"] = "certificate of destruction"
-    with _store(request).read() as txn:
+    with store_of(request).read() as txn:
         document = txn.read("DocumentReference", document_id)
     codings = (document.get("type") or {}).get("coding") or []
     if not any(c.get("code") == CERTIFICATE["code"] and c.get("system") == CERTIFICATE["system"]
@@ -217,12 +209,4 @@ def certificate(request: Request, document_id: str) -> Response:
         raise NotFound(f"DocumentReference/{document_id} is not a certificate of destruction")
     access.record_guard().check(document, grant, f"DocumentReference/{document_id}")
     return render(request, "retention_certificate.html", {
-        "document": document, "text": _attachment_text(document)})
-
-
-def _attachment_text(document: Resource) -> str:
-    for content in document.get("content") or []:
-        data = (content.get("attachment") or {}).get("data")
-        if data:
-            return base64.b64decode(data).decode("utf-8", "replace")
-    return ""
+        "document": document, "text": document_text(document)[1]})

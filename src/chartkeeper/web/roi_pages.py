@@ -40,20 +40,24 @@ from chartkeeper.security.identity import Role
 from chartkeeper.store import Store
 from chartkeeper.store.errors import InvalidRequest, NotFound
 from chartkeeper.web.chart import human_name
-from chartkeeper.web.completion_pages import require_role
 from chartkeeper.web.jobs import Progress, runner_of
-from chartkeeper.web.pages import PAGE_READ, PAGE_SEARCH, PageRule, read_form, render
+from chartkeeper.web.pages import (
+    PAGE_READ,
+    PAGE_SEARCH,
+    PageRule,
+    guarded_read,
+    patients_by_id,
+    read_form,
+    render,
+    require_role,
+    store_of,
+)
 
 router = APIRouter(include_in_schema=False)
 ROI_ROLES = (Role.roi_specialist, Role.him_technician)
 PAGE_DISCLOSE = PageRule("page-disclose", AuditAction.DISCLOSURE)
 PAGE_CREATE = PageRule("page-create", AuditAction.CREATE)
 PAGE_PRINT = PageRule("page-print", AuditAction.PRINT)
-
-
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
 
 
 def _date(value: str, what: str) -> date | None:
@@ -66,16 +70,9 @@ def _date(value: str, what: str) -> date | None:
         raise InvalidRequest(f"the {what} '{value}' is not a date (YYYY-MM-DD)") from None
 
 
-def _patient(store: Store, patient_id: str) -> dict[str, Any]:
-    with store.read() as txn:
-        return txn.read("Patient", patient_id)
-
-
 def _guarded_patient(access: RequestAccess, store: Store, patient_id: str) -> dict[str, Any]:
-    patient = _patient(store, patient_id)
     access.patients.add(patient_id)
-    access.record_guard().check(patient, access.permit("Patient", "r"), f"Patient/{patient_id}")
-    return patient
+    return guarded_read(access, store, "Patient", patient_id)
 
 
 # ------------------------------------------------------------------------------- the queue
@@ -85,18 +82,16 @@ def queue(request: Request) -> Response:
     require_role(access, *ROI_ROLES, Role.privacy_officer)
     access.target("Task")
     access.details["page"] = "release of information queue"
-    store = _store(request)
+    store = store_of(request)
     guard = access.record_guard()
     grant = access.permit("Task", "s")
     requests = [r for r in list_requests(store) if r.status not in ("completed", "rejected",
                                                                       "cancelled")
                 and guard.visible(r.task, grant)]
-    names = {}
-    for item in requests:
-        try:
-            names[item.patient_id] = human_name(_patient(store, item.patient_id))
-        except NotFound:
-            names[item.patient_id] = item.patient_id
+    with store.read() as txn:
+        found = patients_by_id(txn, (r.patient_id for r in requests))
+    names = {pid: human_name(found[pid]) if pid in found else pid
+             for pid in (r.patient_id for r in requests)}
     return render(request, "roi_queue.html", {
         "requests": requests, "names": names, "purposes": sorted(PURPOSES.items()),
         "categories": sorted(CATEGORIES.items()), "today": date.today()})
@@ -112,7 +107,7 @@ async def new_request(request: Request) -> Response:
     patient_id = fields.get("patient", "").strip()
     if not patient_id:
         raise InvalidRequest("name the patient (their record id)")
-    store = _store(request)
+    store = store_of(request)
     requester = None
     if fields.get("requester_name", "").strip():
         requester = Party(fields["requester_name"].strip(), fields.get("requester_org", ""),
@@ -143,7 +138,7 @@ def request_page(request: Request, request_id: str) -> Response:
     require_role(access, *ROI_ROLES, Role.privacy_officer)
     access.target("Task", request_id)
     access.details["page"] = "release of information request"
-    store = _store(request)
+    store = store_of(request)
     item = get_request(store, request_id)
     patient = _guarded_patient(access, store, item.patient_id)
     consents = authorizations_for(store, item.patient_id)
@@ -165,7 +160,7 @@ async def add_authorization(request: Request, request_id: str) -> Response:
     fields = await read_form(request)
     require_role(access, *ROI_ROLES)
     access.permit("Consent", "c")
-    store = _store(request)
+    store = store_of(request)
 
     def work() -> str:
         item = get_request(store, request_id)
@@ -201,7 +196,7 @@ async def start_release(request: Request, request_id: str) -> Response:
     require_role(access, *ROI_ROLES)
     access.who().require(Capability.disclosure_record)
     access.target("Task", request_id)
-    store = _store(request)
+    store = store_of(request)
     consent_id = fields.get("authorization") or None
     item: RoiRequest = await run_in_threadpool(get_request, store, request_id)
     await run_in_threadpool(_guarded_patient, access, store, item.patient_id)
@@ -231,7 +226,7 @@ def packet(request: Request, request_id: str) -> Response:
     """The stored release packet (PDF), to print or send; audited as a print."""
     access = access_of(request)
     require_role(access, *ROI_ROLES, Role.privacy_officer)
-    store = _store(request)
+    store = store_of(request)
     item = get_request(store, request_id)
     outputs = [o.get("valueReference", {}).get("reference", "")
                for o in item.task.get("output") or []]
@@ -262,7 +257,7 @@ def accounting(request: Request, patient_id: str) -> Response:
     access.who().require(Capability.disclosure_report)
     access.target("Patient", patient_id)
     access.details["page"] = "accounting of disclosures"
-    store = _store(request)
+    store = store_of(request)
     patient = _guarded_patient(access, store, patient_id)
     security = request.app.state.security
     disclosures = security.disclosures.accounting(patient_id, security.now())
