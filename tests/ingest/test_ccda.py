@@ -201,7 +201,7 @@ def test_synthea_documents_import_with_section_counts_matching_and_reimport_is_a
         # One patient per Synthea document: the patient's resources are this document's.
         stored = stored_counts(store, patient_of(store, hashlib.sha256(raw).hexdigest()))
         if stored != expected_counts(raw):
-            mismatches.append((result.document_id, stored, expected_counts(raw)))
+            mismatches.append((result.source_id, stored, expected_counts(raw)))
     assert mismatches == []
     before = store.row_counts()
     # Re-importing parses each document again: a sample of 15 keeps the test short.

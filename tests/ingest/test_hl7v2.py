@@ -444,7 +444,7 @@ def test_every_supported_sample_maps_and_stores(store: Store) -> None:
 def test_the_same_message_twice_is_a_duplicate_and_changes_nothing(store: Store) -> None:
     ingestor = Hl7Ingestor(store)
     first = ingestor.ingest(ADT_A01)
-    assert (first.status, first.control_id) == ("stored", "MSG00001")
+    assert (first.status, first.source_id) == ("stored", "MSG00001")
     assert (first.created, first.updated) == (7, 0)
     before = counts(store)
     again = ingestor.ingest(ADT_A01)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlencode
 
 from sqlalchemy import (
@@ -23,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chartkeeper.ingest.ccda import CDA_FORMAT, SHA256_SYSTEM, CcdaDocument, CcdaError, parse
 from chartkeeper.ingest.ccda_map import Entry, Resource, reconcile_key
-from chartkeeper.ingest.service import metadata, rewrite_references
+from chartkeeper.ingest.service import IngestResult, metadata, rewrite_references
 from chartkeeper.store.errors import StoreError
 from chartkeeper.store.importer import ImportSummary
 from chartkeeper.store.service import Store, Txn, new_id, validate_for_store
@@ -44,21 +42,13 @@ ccda_document = Table(
 )
 
 
-@dataclass(frozen=True)
-class CcdaResult:
-    status: Literal["stored", "duplicate"]
-    document_id: str
-    created: int
-    updated: int
-
-
 class CcdaIngestor:
     """Maps each C-CDA document to FHIR and stores it whole, or not at all."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def ingest(self, raw: bytes, received: datetime | None = None) -> CcdaResult:
+    def ingest(self, raw: bytes, received: datetime | None = None) -> IngestResult:
         """Store one document; raises ``CcdaError`` for one we refuse (nothing stored)."""
         document = parse(raw)
         received = received or datetime.now(UTC)
@@ -66,7 +56,7 @@ class CcdaIngestor:
         try:
             with self.store.write() as txn:
                 if self._seen(txn, document):
-                    return CcdaResult("duplicate", label, 0, 0)
+                    return IngestResult("duplicate", label, 0, 0)
                 writer = _DocumentWriter(txn, document, received)
                 writer.write()
                 txn.conn.execute(insert(ccda_document), {
@@ -79,12 +69,12 @@ class CcdaIngestor:
         except IntegrityError:
             with self.store.read() as txn:  # stored meanwhile by another connection
                 if self._seen(txn, document):
-                    return CcdaResult("duplicate", label, 0, 0)
+                    return IngestResult("duplicate", label, 0, 0)
             raise
         except StoreError as exc:
             raise CcdaError(f"document {label} could not be stored: {exc.diagnostics}"
                             ) from exc
-        return CcdaResult("stored", label, writer.created, writer.updated)
+        return IngestResult("stored", label, writer.created, writer.updated)
 
     @staticmethod
     def _seen(txn: Txn, document: CcdaDocument) -> bool:

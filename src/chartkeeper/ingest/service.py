@@ -57,8 +57,11 @@ def create_ingest_schema(engine: Engine) -> None:
 
 @dataclass(frozen=True)
 class IngestResult:
+    """What storing one message or document did. ``source_id`` names it: the HL7 message
+    control id (MSH-10), or the C-CDA document's id."""
+
     status: Literal["stored", "duplicate"]
-    control_id: str
+    source_id: str
     created: int
     updated: int
 
