@@ -4,7 +4,6 @@ synthetic hospital measured against its answer key on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -35,19 +34,6 @@ from tests.conftest import PostgresServer
 
 AS_OF = date(2025, 6, 30)
 RULES = CompletionRules()
-
-
-@pytest.fixture
-def store(sqlite_url: str) -> Iterator[Store]:
-    store = Store(sqlite_url)
-    store.create_schema()
-    yield store
-    store.dispose()
-
-
-@pytest.fixture
-def chart(store: Store) -> Chart:
-    return Chart(store)
 
 
 def found(store: Store, rules: CompletionRules = RULES, as_of: date = AS_OF

@@ -3,7 +3,6 @@ record is completed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date
 
@@ -28,14 +27,6 @@ from tests.chart.completion.charts import DISCHARGE, H_AND_P, PROGRESS, Chart, a
 
 AS_OF = date(2025, 6, 30)
 RULES = CompletionRules()
-
-
-@pytest.fixture
-def store(sqlite_url: str) -> Iterator[Store]:
-    store = Store(sqlite_url)
-    store.create_schema()
-    yield store
-    store.dispose()
 
 
 def sync(store: Store, rules: CompletionRules = RULES, as_of: date = AS_OF,
