@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chartkeeper.mpi.dedupe import Thresholds, dedupe, patient_row
+from chartkeeper.mpi.dedupe import Thresholds, dedupe, patient_row, phonetic
 from chartkeeper.store import Store
 from chartkeeper.store.importer import Importer, find_files
 from chartkeeper.synth.generate import generate
@@ -84,8 +84,14 @@ def test_rows_keep_only_what_is_matched_on() -> None:
                        "gender": "unknown",
                        "telecom": [{"system": "phone", "value": "(555) 010-0147"}],
                        "name": [{"family": " Van  Dyke ", "given": ["Ann"]}]})
-    assert row == {"unique_id": "x", "first_name": "ann", "surname": "van dyke", "dob": None,
-                   "sex": None, "postcode": None, "street": None, "phone": "5550100147",
-                   "ssn": None}
+    assert row == {"unique_id": "x", "first_name": "ann", "surname": "van dyke",
+                   "first_name_phonetic": ["AN"], "surname_phonetic": ["FNTK", "VANDYC"],
+                   "dob": None, "sex": None, "postcode": None, "street": None,
+                   "phone": "5550100147", "ssn": None}
+    # Codes that sound alike agree; a name in another script has no phonetic code; a birth
+    # date in the future is an entry error, not evidence.
+    assert set(phonetic("smyth") or []) & set(phonetic("smith") or [])
+    assert phonetic("山田") is None and phonetic("Müller") == ["MALAR", "MLR"]
+    assert patient_row({"id": "y", "birthDate": "2999-01-01"})["dob"] is None
     with pytest.raises(ValueError, match="thresholds"):
         Thresholds(auto_link=0.4, review=0.9)

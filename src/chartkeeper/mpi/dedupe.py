@@ -14,8 +14,10 @@ can be saved and used on another backend (Spark) unchanged.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-from collections.abc import Callable, Iterator
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,8 @@ from chartkeeper.store import Store
 
 SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"
 PAGE = 1000
+# The columns splink compares, in the order of ``settings()``'s comparisons.
+COMPARED = ("first_name", "surname", "dob", "sex", "postcode", "street", "phone", "ssn")
 
 
 @dataclass(frozen=True)
@@ -39,11 +43,24 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """One compared field of a pair: both values, the agreement level splink found and its
+    match weight (log2 of the Bayes factor: positive for agreement, negative against)."""
+
+    field: str
+    left: str | None
+    right: str | None
+    level: str
+    weight: float
+
+
+@dataclass(frozen=True)
 class Pair:
     left: str  # Patient ids
     right: str
     probability: float
     weight: float
+    evidence: tuple[Evidence, ...] = ()
 
 
 @dataclass
@@ -65,6 +82,32 @@ def _word(value: Any) -> str | None:
     return text or None
 
 
+def phonetic(name: str | None) -> list[str] | None:
+    """Phonetic codes of a name (Metaphone and NYSIIS, jellyfish): names that sound alike
+    share one. None for a name not written in Latin letters, where the codes mean nothing."""
+    if not name:
+        return None
+    folded = "".join(c for c in unicodedata.normalize("NFKD", name)
+                     if not unicodedata.combining(c))
+    letters = re.sub(r"[^a-z]", "", folded.lower())
+    if not letters or len(letters) < len(re.sub(r"[\s'\-.]", "", folded)):
+        return None
+    import jellyfish
+
+    return sorted({jellyfish.metaphone(letters), jellyfish.nysiis(letters)} - {""}) or None
+
+
+def _birth_date(value: Any, today: dt.date | None = None) -> str | None:
+    """A full birth date not in the future (a future one is a data-entry error: no evidence)."""
+    if not isinstance(value, str) or len(value) != 10:
+        return None
+    try:
+        born = dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+    return value if born <= (today or dt.date.today()) else None
+
+
 def patient_row(patient: dict[str, Any]) -> dict[str, Any]:
     """The fields a patient is matched on (lower-cased names, digits only for numbers)."""
     names = patient.get("name") or [{}]
@@ -74,12 +117,14 @@ def patient_row(patient: dict[str, Any]) -> dict[str, Any]:
                   if t.get("system") == "phone"), None)
     ssn = next((i.get("value") for i in patient.get("identifier") or []
                 if i.get("system") == SSN_SYSTEM), None)
-    birth = patient.get("birthDate")
+    first_name, surname = _word((name.get("given") or [None])[0]), _word(name.get("family"))
     return {
         "unique_id": str(patient["id"]),
-        "first_name": _word((name.get("given") or [None])[0]),
-        "surname": _word(name.get("family")),
-        "dob": birth if isinstance(birth, str) and len(birth) == 10 else None,
+        "first_name": first_name,
+        "surname": surname,
+        "first_name_phonetic": phonetic(first_name),
+        "surname_phonetic": phonetic(surname),
+        "dob": _birth_date(patient.get("birthDate")),
         "sex": patient.get("gender") if patient.get("gender") in ("male", "female") else None,
         "postcode": _word(address.get("postalCode")),
         "street": _word(" ".join(address.get("line") or [])),
@@ -115,37 +160,73 @@ def settings() -> Any:
             block_on("substr(first_name, 1, 1)", "substr(surname, 1, 1)", "postcode"),
         ],
         comparisons=[
-            cl.NameComparison("first_name"), cl.NameComparison("surname"),
+            cl.NameComparison("first_name", dmeta_col_name="first_name_phonetic"),
+            cl.NameComparison("surname", dmeta_col_name="surname_phonetic"),
             cl.DateOfBirthComparison("dob", input_is_string=True),
             cl.ExactMatch("sex"), cl.ExactMatch("postcode"),
             cl.LevenshteinAtThresholds("street", [2]),
             cl.LevenshteinAtThresholds("phone", [1]),
             cl.LevenshteinAtThresholds("ssn", [1]),
         ],
+        retain_matching_columns=True,
+        retain_intermediate_calculation_columns=True,
     )
 
 
 def dedupe(store: Store, thresholds: Thresholds | None = None,
            on_progress: Callable[[str], None] | None = None) -> DedupeResult:
     """Find the store's duplicate patients: trained on the store's own data."""
-    import duckdb
-    import pyarrow as pa
-    from splink import DuckDBAPI, Linker, block_on
-    from splink.internals.exceptions import EMTrainingException
-
-    thresholds = thresholds or Thresholds()
     say = on_progress or (lambda _message: None)
     rows = list(patient_rows(store))
     say(f"{len(rows)} patients read")
+    return dedupe_rows(rows, thresholds, on_progress=say)
+
+
+def dedupe_rows(rows: list[dict[str, Any]], thresholds: Thresholds | None = None, *,
+                model: dict[str, Any] | None = None,
+                on_progress: Callable[[str], None] | None = None) -> DedupeResult:
+    """Score the likely pairs among ``rows`` (``patient_row``s) on DuckDB: with a trained
+    ``model`` (splink's JSON) as it is, or else one trained by EM on the rows themselves."""
+    import duckdb
+    import pyarrow as pa
+    from splink import DuckDBAPI, Linker
+
+    thresholds = thresholds or Thresholds()
+    say = on_progress or (lambda _message: None)
     result = DedupeResult(len(rows))
     if len(rows) < 2:
         return result
     con = duckdb.connect()
-    con.register("patient_rows", pa.Table.from_pylist(rows))
-    con.execute("create table patients as select * from patient_rows")
-    api = DuckDBAPI(connection=con)
-    linker = Linker(api.register("patients"), settings(), log_level=30)
-    say("training")
+    try:
+        con.register("patient_rows", pa.Table.from_pylist(rows))
+        con.execute("create table patients as select * from patient_rows")
+        con.unregister("patient_rows")
+        api = DuckDBAPI(connection=con)
+        linker = Linker(api.register("patients"), model or settings(), log_level=30)
+        if model is None:
+            say("training")
+            result.note = train(linker)
+            if result.note:
+                say(result.note)
+                return result
+        say("scoring candidate pairs")
+        records = linker.inference.predict(
+            threshold_match_probability=thresholds.review).as_record_list()
+        result.model = linker.misc.save_model_to_json()
+    finally:
+        con.close()
+    classify(result, pairs(records, result.model), thresholds)
+    say(f"{len(result.links)} links, {len(result.review)} to review")
+    return result
+
+
+def train(linker: Any) -> str:
+    """Estimate the model's parameters from the linker's own records: lambda from two
+    deterministic rules, u by random sampling, m by EM on two independent blockings. Returns
+    why it could not, or ""."""
+    from splink import block_on
+    from splink.internals.exceptions import EMTrainingException
+
     linker.training.estimate_probability_two_random_records_match(
         [block_on("ssn"), block_on("first_name", "surname", "dob")], recall=0.9)
     linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000)
@@ -155,18 +236,61 @@ def dedupe(store: Store, thresholds: Thresholds | None = None,
     except EMTrainingException as exc:
         # Too few comparable records to learn how much agreement means: link nothing rather
         # than guess (an overlay is far worse than a missed duplicate).
-        con.close()
-        result.note = f"not enough comparable records to train the model ({exc})"[:500]
-        say(result.note)
-        return result
-    say("scoring candidate pairs")
-    scored = linker.inference.predict(threshold_match_probability=thresholds.review)
-    for record in scored.as_record_list():
-        pair = Pair(str(record["unique_id_l"]), str(record["unique_id_r"]),
-                    float(record["match_probability"]), float(record["match_weight"]))
-        (result.links if pair.probability >= thresholds.auto_link else result.review).append(
-            pair)
-    result.model = linker.misc.save_model_to_json()
-    con.close()
-    say(f"{len(result.links)} links, {len(result.review)} to review")
-    return result
+        return f"not enough comparable records to train the model ({exc})"[:500]
+    return ""
+
+
+def _levels(model: dict[str, Any]) -> dict[str, dict[int, str]]:
+    """Comparison output column -> gamma value -> the level's label, from the model."""
+    levels: dict[str, dict[int, str]] = {}
+    for comparison in model.get("comparisons", []):
+        name = comparison["output_column_name"]
+        labels: dict[int, str] = {}
+        gamma = len([lv for lv in comparison["comparison_levels"]
+                     if not lv.get("is_null_level")]) - 1
+        for level in comparison["comparison_levels"]:
+            label = level.get("label_for_charts") or level["sql_condition"]
+            if level.get("is_null_level"):
+                labels[-1] = label
+            else:
+                labels[gamma] = label
+                gamma -= 1
+        levels[name] = labels
+    return levels
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return ", ".join(value) if isinstance(value, list) else str(value)
+
+
+def pairs(records: Iterable[dict[str, Any]], model: dict[str, Any]) -> Iterator[Pair]:
+    """splink's scored records as ``Pair``s with the field-by-field evidence."""
+    import math
+
+    levels = _levels(model)
+    for record in records:
+        evidence = []
+        for name in COMPARED:
+            gamma = int(record.get(f"gamma_{name}", -1))
+            factor = record.get(f"bf_{name}")
+            weight = math.log2(float(factor)) if factor else 0.0
+            evidence.append(Evidence(name, _text(record.get(f"{name}_l")),
+                                     _text(record.get(f"{name}_r")),
+                                     levels.get(name, {}).get(gamma, str(gamma)),
+                                     round(weight, 3)))
+        left, right = sorted((str(record["unique_id_l"]), str(record["unique_id_r"])))
+        yield Pair(left, right, float(record["match_probability"]),
+                   float(record["match_weight"]), tuple(evidence))
+
+
+def classify(result: DedupeResult, scored: Iterable[Pair], thresholds: Thresholds) -> None:
+    """Links at or above the upper threshold, the uncertain band to review, best first."""
+    for pair in scored:
+        if pair.probability >= thresholds.auto_link:
+            result.links.append(pair)
+        elif pair.probability >= thresholds.review:
+            result.review.append(pair)
+    result.links.sort(key=lambda p: (-p.weight, p.left, p.right))
+    result.review.sort(key=lambda p: (-p.weight, p.left, p.right))
