@@ -624,6 +624,22 @@ def provenance_of(txn: Txn, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, 
     return found
 
 
+def referencing(txn: Txn, target_type: str, target_id: str) -> list[Resource]:
+    """Every current resource that refers to ``target_type/target_id`` under any reference
+    search parameter (its compartment and beyond), each once, in a stable order."""
+    ref = schema.idx_reference
+    res = schema.resource
+    pks = sorted({pk for (pk,) in txn.conn.execute(
+        select(ref.c.resource_pk).where(ref.c.target_type == target_type,
+                                        ref.c.target_id == target_id).distinct())})
+    found: list[Resource] = []
+    for start in range(0, len(pks), 500):
+        found += [loads(content) for (content,) in txn.conn.execute(
+            select(res.c.content).where(res.c.pk.in_(pks[start:start + 500]),
+                                        res.c.deleted.is_(False)).order_by(res.c.pk))]
+    return found
+
+
 def everything(txn: Txn, patient_id: str, types: list[str] | None = None,
                since: str | None = None) -> list[Resource]:
     """Patient/$everything: the patient, every resource in its compartment, and what they cite."""
