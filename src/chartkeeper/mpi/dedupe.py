@@ -134,14 +134,15 @@ def patient_row(patient: dict[str, Any]) -> dict[str, Any]:
 
 
 def patient_rows(store: Store) -> Iterator[dict[str, Any]]:
-    """Every current Patient as a row, a page at a time."""
+    """Every current Patient not merged into another, as a row, a page at a time."""
     offset = 0
     while True:
         with store.read() as txn:
             page = txn.search_params("Patient", [("_count", str(PAGE)), ("_offset", str(offset)),
                                                  ("_sort", "_id"), ("_total", "none")])
         for patient in page.matches:
-            yield patient_row(patient)
+            if not any(link.get("type") == "replaced-by" for link in patient.get("link", [])):
+                yield patient_row(patient)  # a record merged into another is not matched
         if len(page.matches) < PAGE:
             return
         offset += PAGE
@@ -205,7 +206,10 @@ def dedupe_rows(rows: list[dict[str, Any]], thresholds: Thresholds | None = None
         linker = Linker(api.register("patients"), model or settings(), log_level=30)
         if model is None:
             say("training")
-            result.note = train(linker)
+            try:
+                result.note = train(linker)
+            except ValueError as exc:  # EM drove a level's m to 0: too few records to learn
+                result.note = f"the model could not be trained on these records ({exc})"[:500]
             if result.note:
                 say(result.note)
                 return result
@@ -267,15 +271,15 @@ def _text(value: Any) -> str | None:
 
 def pairs(records: Iterable[dict[str, Any]], model: dict[str, Any]) -> Iterator[Pair]:
     """splink's scored records as ``Pair``s with the field-by-field evidence."""
-    import math
-
     levels = _levels(model)
     for record in records:
         evidence = []
         for name in COMPARED:
             gamma = int(record.get(f"gamma_{name}", -1))
-            factor = record.get(f"bf_{name}")
-            weight = math.log2(float(factor)) if factor else 0.0
+            # splink's match weight of the level, with its term-frequency adjustment (a
+            # rare name agreeing weighs more than a common one)
+            weight = float(record.get(f"mw_{name}") or 0.0) + float(
+                record.get(f"mw_tf_adj_{name}") or 0.0)
             evidence.append(Evidence(name, _text(record.get(f"{name}_l")),
                                      _text(record.get(f"{name}_r")),
                                      levels.get(name, {}).get(gamma, str(gamma)),

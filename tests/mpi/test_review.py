@@ -1,0 +1,151 @@
+"""The batch run's outcome in the store: automatic links, the review queue with its evidence,
+people's decisions, the trained model as data; and the ``chartkeeper mpi`` commands."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chartkeeper.mpi.dedupe import DedupeResult, Thresholds, dedupe
+from chartkeeper.mpi.merge import Decider, DecisionRefused
+from chartkeeper.mpi.service import (
+    apply,
+    decide,
+    decided_reviews,
+    get_review,
+    load_model,
+    open_reviews,
+    review_task_id,
+)
+from chartkeeper.store import Store
+from chartkeeper.store.errors import InvalidRequest
+from chartkeeper.store.importer import Importer, find_files
+from chartkeeper.synth.generate import generate
+
+SYSTEM = Decider("batch", "him-technician", "automatic link")
+TECH = Decider("tech", "him-technician", "reviewed both charts")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("review")
+    generate(root / "h", 1000, 3, output_format="ndjson")
+    home = root / "home"
+    home.mkdir()
+    store = Store(f"sqlite:///{home / 'chartkeeper.sqlite'}")
+    store.create_schema()
+    Importer(store).import_files(
+        [p for p in find_files([root / "h" / "ndjson"]) if p.name == "Patient.ndjson"])
+    store.dispose()
+    yield home
+
+
+def chartkeeper(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, CHARTKEEPER_HOME=str(home))
+    env.pop("CHARTKEEPER_DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "chartkeeper.cli", *args], env=env,
+                          input=stdin, capture_output=True, text=True, timeout=600)
+
+
+def test_links_queue_and_decisions(home: Path) -> None:
+    store = Store(f"sqlite:///{home / 'chartkeeper.sqlite'}")
+    scored = dedupe(store, Thresholds(auto_link=0.999, review=0.5))
+    assert len(scored.links) > 10
+    # A stricter site: the weaker half of the links goes to a person instead.
+    ranked = sorted(p.probability for p in scored.links)
+    strict = Thresholds(auto_link=ranked[len(ranked) // 2], review=0.5)
+    result = dedupe(store, strict)
+    assert result.review and result.links
+    written = apply(store, result, SYSTEM)
+    assert (written.linked, written.queued) == (len(result.links), len(result.review))
+    with store.read() as txn:
+        assert load_model(txn) == result.model
+        reviews, total = open_reviews(txn, count=100)
+        assert total == len(result.review)
+        first = reviews[0]
+        assert {e[0] for e in first.evidence} >= {"first_name", "surname", "dob", "ssn"}
+        # the evidence adds up to the pair's weight: the prior odds plus each field's weight
+        prior = result.model["probability_two_random_records_match"]
+        assert sum(e[2] for e in first.evidence) + math.log2(prior / (1 - prior)) == \
+            pytest.approx(first.weight, abs=0.02)
+        linked = txn.read("Patient", result.links[0].left)
+        assert {"other": {"reference": f"Patient/{result.links[0].right}"},
+                "type": "seealso"} in linked["link"]
+
+    again = apply(store, result, SYSTEM)  # a second run writes nothing new
+    assert (again.linked, again.queued, again.unchanged) == (
+        0, 0, len(result.links) + len(result.review))
+
+    merge_pair, apart_pair = result.review[0], result.review[1]
+    with store.write() as txn:
+        outcome = decide(txn, review_task_id(merge_pair.left, merge_pair.right), "merge", TECH,
+                         survivor=merge_pair.left)
+        assert outcome is not None and outcome.activity == "merge"
+        assert decide(txn, review_task_id(apart_pair.left, apart_pair.right),
+                      "not-duplicate", TECH) is None
+    with store.read() as txn:
+        done = get_review(txn, review_task_id(merge_pair.left, merge_pair.right))
+        assert done.verdict == "merge" and not done.open
+        assert done.task["owner"]["display"] == "tech"
+        assert done.task["note"][-1]["text"] == TECH.reason
+        assert len(decided_reviews(txn)) == 2
+        assert open_reviews(txn)[1] == len(result.review) - 2
+
+    # A pair kept apart is never linked, not even above the automatic threshold; a merged
+    # patient is no longer matched at all.
+    forced = DedupeResult(2, links=[apart_pair])
+    assert apply(store, forced, SYSTEM).kept_apart == 1
+    rerun = dedupe(store, strict)
+    assert rerun.patients == result.patients - 1
+    assert merge_pair.right not in {p for pair in rerun.links + rerun.review
+                                    for p in (pair.left, pair.right)}
+
+    refused = [
+        (lambda txn: decide(txn, review_task_id(apart_pair.left, apart_pair.right), "link",
+                            TECH), DecisionRefused, "decided already"),
+        (lambda txn: decide(txn, review_task_id(result.review[2].left,
+                                                result.review[2].right), "merge", TECH,
+                            survivor="someone-else"), InvalidRequest, "surviving patient"),
+        (lambda txn: decide(txn, review_task_id(result.review[2].left,
+                                                result.review[2].right),
+                            "maybe", TECH),  # type: ignore[arg-type]
+         InvalidRequest, "unknown decision"),
+    ]
+    for action, error, message in refused:
+        with store.write() as txn, pytest.raises(error, match=message):
+            action(txn)
+    store.dispose()
+
+
+def test_commands(home: Path) -> None:
+    listed = chartkeeper(home, "mpi", "review", "--limit", "2")
+    assert listed.returncode == 0, listed.stderr
+    task = listed.stdout.split("Task/")[1].split()[0]
+    assert "first_name" in listed.stdout and "open duplicate reviews" in listed.stdout
+
+    no_reason = chartkeeper(home, "mpi", "decide", task, "link", "--reason", " ")
+    assert no_reason.returncode == 2 and "reason" in no_reason.stderr
+    decided = chartkeeper(home, "mpi", "decide", task, "link", "--reason", "two facilities")
+    assert decided.returncode == 0, decided.stderr
+    provenance = decided.stdout.split("Provenance/")[1].split(":")[0]
+    patient = decided.stdout and chartkeeper(home, "mpi", "review", "--limit", "1")
+    assert patient.returncode == 0
+
+    undone = chartkeeper(home, "mpi", "undo", provenance, "--reason", "linked in error")
+    assert undone.returncode == 0 and "unlink" in undone.stdout, undone.stderr
+    twice = chartkeeper(home, "mpi", "undo", provenance, "--reason", "again")
+    assert twice.returncode == 1 and "undone already" in " ".join(twice.stderr.split())
+
+    dry = chartkeeper(home, "mpi", "dedupe", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["written"] is None
+
+    trail = chartkeeper(home, "audit", "verify")
+    assert trail.returncode == 0, trail.stdout + trail.stderr
