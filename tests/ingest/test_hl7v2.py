@@ -31,6 +31,7 @@ from chartkeeper.ingest import (
 )
 from chartkeeper.ingest.hl7v2 import SUPPORTED_EVENTS, to_datetime
 from chartkeeper.ingest.service import hl7_message
+from chartkeeper.mpi.merge import decisions_of
 from chartkeeper.store import InvalidResource, Store
 from chartkeeper.store.service import validate_for_store
 from tests.conftest import SHARED_DATA
@@ -438,7 +439,10 @@ def test_every_supported_sample_maps_and_stores(store: Store) -> None:
     assert totals["hl7_message"] == 72
     with store.read() as txn:
         provenances = txn.search_params("Provenance", [("_count", "100")])
-    assert len(provenances.matches) == 72
+    # One per message, and one per merge message (A34/A39/A40) for the MPI's merge.
+    merges = [p for p in provenances.matches
+              if p.get("activity", {}).get("coding", [{}])[0].get("code") == "merge"]
+    assert (len(provenances.matches) - len(merges), len(merges)) == (72, 4)
 
 
 def test_the_same_message_twice_is_a_duplicate_and_changes_nothing(store: Store) -> None:
@@ -733,8 +737,18 @@ def test_a_merge_keeps_the_prior_patient_inactive_with_its_record(store: Store) 
     ingestor.ingest(ADT_A01.replace("PATID1234", "OLD777").replace("MSG00001", "MSG00002")
                     .replace("V100", "V200"))
     result = ingestor.ingest(ADT_A40)
-    assert (result.status, result.created, result.updated) == ("stored", 1, 2)
+    # Created: the message's Provenance and the merge's. Updated: both Patients by the
+    # message, then by the MPI's merge, and the prior patient's records it re-pointed.
+    assert (result.status, result.created) == ("stored", 2)
     survivor, prior = patient(store, "PATID1234"), patient(store, "OLD777")
+    with store.read() as txn:
+        encounters = txn.search_params("Encounter", [("patient", f"Patient/{survivor['id']}")])
+        assert {e["identifier"][0]["value"] for e in encounters.matches} >= {"V100", "V200"}
+        assert not txn.search_params("Encounter", [("patient", f"Patient/{prior['id']}")]).total
+        merges = decisions_of(txn, prior["id"])
+    assert result.updated > len(merges[0]["target"]) >= 4  # patients, encounters, kin
+    assert merges[0]["agent"][0]["who"]["display"] == "hl7:ADT1@GOOD HEALTH HOSPITAL"
+    assert merges[0]["reason"] == [{"text": "ADT^A40 message MSG00040"}]
     assert survivor["link"] == [{"other": {"reference": f"Patient/{prior['id']}"},
                                  "type": "replaces"}]
     assert prior["active"] is False
@@ -753,7 +767,8 @@ def test_a_merge_keeps_the_prior_patient_inactive_with_its_record(store: Store) 
 
 def test_a_merge_creates_an_unknown_prior_patient_inactive(store: Store) -> None:
     result = Hl7Ingestor(store).ingest(official("ADT/A34-Merge-Patients---Patient-ID-v2.3.txt"))
-    assert (result.status, result.created) == ("stored", 3)  # two Patients, the Provenance
+    # two Patients, the message's Provenance and the merge's
+    assert (result.status, result.created) == ("stored", 4)
     prior = patient(store, "5027450")
     assert prior["active"] is False and "name" not in prior
     assert prior["link"][0]["type"] == "replaced-by"

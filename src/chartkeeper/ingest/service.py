@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from chartkeeper.ingest.hl7v2 import HL7Error, parse, split_batch, to_bundle
+from chartkeeper.ingest.hl7v2 import HL7Error, Message, parse, split_batch, to_bundle
 from chartkeeper.store.errors import Gone, NotFound, PreconditionFailed, StoreError
 from chartkeeper.store.importer import ImportSummary
 from chartkeeper.store.service import Store, Txn, new_id, validate_for_store
@@ -87,7 +87,13 @@ class Hl7Ingestor:
             with self.store.write() as txn:
                 if self._check_resent(txn, sender, message.control_id, digest):
                     return IngestResult("duplicate", message.control_id, 0, 0)
-                created, updated = store_transaction(txn, bundle)
+                merging = take_merge(bundle)
+                ids: dict[str, str] = {}
+                created, updated = store_transaction(txn, bundle, ids)
+                if merging is not None:
+                    done = merge_records(txn, message, ids[merging[0]], ids[merging[1]])
+                    created += done.created
+                    updated += done.updated
                 txn.conn.execute(insert(hl7_message), {
                     "sending_application": sender[0], "sending_facility": sender[1],
                     "control_id": message.control_id, "sha256": digest,
@@ -146,7 +152,55 @@ def rewrite_references(node: Any, ids: dict[str, str]) -> None:
             rewrite_references(item, ids)
 
 
-def store_transaction(txn: Txn, bundle: Resource) -> tuple[int, int]:
+def take_merge(bundle: Resource) -> tuple[str, str] | None:
+    """A merge message's bundle less its merge (the links and the prior's ``active``), and
+    the survivor's and the prior's fullUrls: the MPI's merge does those (``merge_records``)."""
+    patients = {e["fullUrl"]: e["resource"] for e in bundle["entry"]
+                if e["resource"]["resourceType"] == "Patient"}
+    for url, patient in patients.items():
+        replaced = [lk["other"]["reference"] for lk in patient.get("link", [])
+                    if lk.get("type") == "replaces" and lk["other"].get("reference") in patients]
+        if not replaced:
+            continue
+        prior = patients[replaced[0]]
+        patient["link"] = [lk for lk in patient["link"] if lk["other"]["reference"] != replaced[0]]
+        prior["link"] = [lk for lk in prior.get("link", []) if lk["other"]["reference"] != url]
+        for resource in (patient, prior):
+            if not resource["link"]:
+                del resource["link"]
+        prior.pop("active", None)
+        return url, replaced[0]
+    return None
+
+
+@dataclass(frozen=True)
+class _Written:
+    created: int
+    updated: int
+
+
+def merge_records(txn: Txn, message: Message, survivor: str, prior: str) -> _Written:
+    """ADT^A34/A39/A40 through the MPI's merge: the prior Patient's records move to the
+    survivor, the sender is the decider and the message the reason. A prior merged into this
+    survivor already (the merge sent again under another control id) is left as it is."""
+    from chartkeeper.mpi.service import Decider, merge, replaced_by
+
+    survivor_id, prior_id = survivor.split("/", 1)[1], prior.split("/", 1)[1]
+    if survivor_id == prior_id:
+        raise PreconditionFailed(
+            f"the merge links Patient/{prior_id} to itself: the surviving and the prior patient "
+            "identifiers (PID-3, MRG-1) name the same stored Patient")
+    if replaced_by(txn.read("Patient", prior_id)) == survivor_id:
+        return _Written(0, 0)
+    sender = "@".join(p for p in (message.sending_application, message.sending_facility) if p)
+    decider = Decider(f"hl7:{sender or 'unknown'}"[:128], "interface",
+                      f"ADT^{message.trigger} message {message.control_id}")
+    outcome = merge(txn, survivor_id, prior_id, decider)
+    return _Written(1, len(outcome.targets))
+
+
+def store_transaction(txn: Txn, bundle: Resource,
+                      ids: dict[str, str] | None = None) -> tuple[int, int]:
     """Write a mapped transaction Bundle (conditional PUTs and POSTs) inside ``txn``.
 
     The store's ``BundleProcessor`` resolves ``urn:uuid`` references only to POST entries and
@@ -154,9 +208,10 @@ def store_transaction(txn: Txn, bundle: Resource) -> tuple[int, int]:
     first, so that the other entries can point at them, and the message log row commits with
     the resources. A Patient already stored is merged with the incoming one (see
     ``merge_patient``); conditional references (``DocumentReference?identifier=...``) are
-    resolved against the store. Returns (created, updated).
+    resolved against the store. Returns (created, updated); ``ids`` gets each entry's
+    ``fullUrl`` -> ``Type/id``.
     """
-    ids: dict[str, str] = {}
+    ids = {} if ids is None else ids
     for entry in bundle["entry"]:
         method, url = entry["request"]["method"], entry["request"]["url"]
         rtype, _, criteria = url.partition("?")

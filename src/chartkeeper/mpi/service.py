@@ -34,6 +34,9 @@ from chartkeeper.store import Store
 from chartkeeper.store.errors import Gone, InvalidRequest, NotFound
 from chartkeeper.store.service import Txn, now_instant
 
+__all__ = ["Applied", "Decider", "DecisionRefused", "Outcome", "Review", "apply", "decide",
+           "decided_reviews", "get_review", "link", "load_model", "merge", "open_reviews",
+           "replaced_by", "review_task", "save_model"]
 Resource = dict[str, Any]
 MODEL_ID = "chartkeeper-mpi-model"
 LIBRARY_TYPE = "http://terminology.hl7.org/CodeSystem/library-type"
