@@ -687,6 +687,31 @@ def patient_everything(request: Request, patient_id: str) -> Response:
     return _answer(request, fhir_response(bundle))
 
 
+# --------------------------------------------------------------------------- $match
+@router.post("/Patient/$match", dependencies=[Depends(FHIR_SEARCH)])
+async def patient_match(request: Request) -> Response:
+    """The probable duplicates of a Patient (FHIR R4 Patient/$match), scored by the MPI's
+    trained model; each entry has its score and match grade."""
+    from chartkeeper.mpi.match import match, match_bundle, match_parameters
+
+    access = access_of(request)
+    access.target("Patient")
+    access.details["operation"] = "match"
+    grant = _search_grant(access, "Patient")
+    patient, count, only_certain = match_parameters(await read_json(request))
+
+    def run() -> Response:
+        with _store(request).read() as txn:
+            found = match(txn, patient, count=count, only_certain=only_certain)
+        guard = access.record_guard()
+        shown = [m for m in found if guard.visible(m.patient, grant)]
+        bundle = match_bundle(shown, _base(request))
+        bundle["id"] = _new_bundle_id()
+        _note_withheld(bundle, len(found) - len(shown))
+        return _answer(request, fhir_response(bundle))
+    return await run_in_threadpool(run)
+
+
 def visible_everything(access: RequestAccess, store: Store, patient_id: str,
                        types: list[str] | None = None, since: str | None = None,
                        grant: Grant | None = None) -> tuple[Resource, list[Resource], int]:
@@ -796,12 +821,26 @@ async def create(request: Request, resource_type: str) -> Response:
                 result = txn.conditional_create(resource, if_none_exist)
             else:
                 result = txn.create(resource)
+            if resource_type == "Patient" and not result.unchanged and result.resource:
+                _screen_new_patient(access, txn, result.resource)
             _audit_write(request, access, txn, result, 200 if result.unchanged else 201)
             return result
     result = await run_in_threadpool(run)
     if result.unchanged:
         return _write_response(request, result, 200)
     return _write_response(request, result)
+
+
+def _screen_new_patient(access: RequestAccess, txn: Txn, patient: Resource) -> None:
+    """The MPI's check at registration, in the creating transaction: a certain duplicate is
+    linked, a probable one queued for review (the decisions stay a person's)."""
+    from chartkeeper.mpi.service import Decider, screen_new_patient
+
+    who = access.who()
+    screened = screen_new_patient(txn, patient, Decider(
+        who.user_id, str(who.role), "duplicate check when the patient was registered"))
+    if screened.linked or screened.queued:
+        access.details["probable_duplicates"] = screened.linked + screened.queued
 
 
 @router.put("/{resource_type}", dependencies=[Depends(FHIR_UPDATE)])

@@ -89,11 +89,15 @@ class Hl7Ingestor:
                     return IngestResult("duplicate", message.control_id, 0, 0)
                 merging = take_merge(bundle)
                 ids: dict[str, str] = {}
-                created, updated = store_transaction(txn, bundle, ids)
+                new_patients: list[Resource] = []
+                created, updated = store_transaction(txn, bundle, ids, new_patients)
                 if merging is not None:
                     done = merge_records(txn, message, ids[merging[0]], ids[merging[1]])
                     created += done.created
                     updated += done.updated
+                else:
+                    for patient in new_patients:
+                        created += screen_registration(txn, message, patient)
                 txn.conn.execute(insert(hl7_message), {
                     "sending_application": sender[0], "sending_facility": sender[1],
                     "control_id": message.control_id, "sha256": digest,
@@ -192,15 +196,32 @@ def merge_records(txn: Txn, message: Message, survivor: str, prior: str) -> _Wri
             "identifiers (PID-3, MRG-1) name the same stored Patient")
     if replaced_by(txn.read("Patient", prior_id)) == survivor_id:
         return _Written(0, 0)
-    sender = "@".join(p for p in (message.sending_application, message.sending_facility) if p)
-    decider = Decider(f"hl7:{sender or 'unknown'}"[:128], "interface",
+    decider = Decider(_sender(message), "interface",
                       f"ADT^{message.trigger} message {message.control_id}")
     outcome = merge(txn, survivor_id, prior_id, decider)
     return _Written(1, len(outcome.targets))
 
 
-def store_transaction(txn: Txn, bundle: Resource,
-                      ids: dict[str, str] | None = None) -> tuple[int, int]:
+def screen_registration(txn: Txn, message: Message, patient: Resource) -> int:
+    """The MPI's check on a Patient a message created: a certain duplicate is linked, a
+    probable one queued for review. Returns how many review Tasks it created."""
+    from chartkeeper.mpi.service import Decider, screen_new_patient
+
+    decider = Decider(_sender(message), "interface",
+                      f"duplicate check on ADT^{message.trigger} message {message.control_id}"
+                      if message.message_code == "ADT" else
+                      f"duplicate check on {message.message_code}^{message.trigger} message "
+                      f"{message.control_id}")
+    return screen_new_patient(txn, patient, decider).queued
+
+
+def _sender(message: Message) -> str:
+    sender = "@".join(p for p in (message.sending_application, message.sending_facility) if p)
+    return f"hl7:{sender or 'unknown'}"[:128]
+
+
+def store_transaction(txn: Txn, bundle: Resource, ids: dict[str, str] | None = None,
+                      new_patients: list[Resource] | None = None) -> tuple[int, int]:
     """Write a mapped transaction Bundle (conditional PUTs and POSTs) inside ``txn``.
 
     The store's ``BundleProcessor`` resolves ``urn:uuid`` references only to POST entries and
@@ -209,7 +230,7 @@ def store_transaction(txn: Txn, bundle: Resource,
     the resources. A Patient already stored is merged with the incoming one (see
     ``merge_patient``); conditional references (``DocumentReference?identifier=...``) are
     resolved against the store. Returns (created, updated); ``ids`` gets each entry's
-    ``fullUrl`` -> ``Type/id``.
+    ``fullUrl`` -> ``Type/id``, ``new_patients`` the Patients the message created.
     """
     ids = {} if ids is None else ids
     for entry in bundle["entry"]:
@@ -241,6 +262,9 @@ def store_transaction(txn: Txn, bundle: Resource,
                     resource = merge_patient(stored, resource)
             result = txn.update(rtype, resource_id, resource)
             created += result.created
+            if result.created and rtype == "Patient" and new_patients is not None \
+                    and result.resource is not None:
+                new_patients.append(result.resource)
             updated += not result.created and not result.unchanged
         else:
             new_resources.append(validate_for_store(resource, rtype))

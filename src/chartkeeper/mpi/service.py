@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from chartkeeper.mpi.dedupe import DedupeResult, Pair
+from chartkeeper.mpi.dedupe import DedupeResult, Pair, Thresholds
 from chartkeeper.mpi.merge import (
     REVIEW_TASK_CODE,
     Decider,
@@ -36,7 +36,7 @@ from chartkeeper.store.service import Txn, now_instant
 
 __all__ = ["Applied", "Decider", "DecisionRefused", "Outcome", "Review", "apply", "decide",
            "decided_reviews", "get_review", "link", "load_model", "merge", "open_reviews",
-           "replaced_by", "review_task", "save_model"]
+           "replaced_by", "review_task", "save_model", "screen_new_patient"]
 Resource = dict[str, Any]
 MODEL_ID = "chartkeeper-mpi-model"
 LIBRARY_TYPE = "http://terminology.hl7.org/CodeSystem/library-type"
@@ -277,3 +277,29 @@ def apply(store: Store, result: DedupeResult, decider: Decider,
 
 def pairs_of(reviews: Iterable[Review]) -> set[frozenset[str]]:
     return {frozenset((r.left, r.right)) for r in reviews}
+
+
+# ------------------------------------------------------------------ the check at registration
+def screen_new_patient(txn: Txn, patient: Resource, decider: Decider,
+                       thresholds: Thresholds | None = None) -> Applied:
+    """The real-time check on a Patient just created (API create, HL7 ADT): the same three
+    outcomes as the batch run, in the creating transaction. A certain match is linked, a
+    probable one queued for review with its evidence."""
+    from chartkeeper.mpi.match import match
+
+    thresholds = thresholds or Thresholds()
+    if load_model(txn) is None:
+        return Applied()  # no trained model yet: untrained scores are no grounds for either
+    found = match(txn, patient, count=20, thresholds=thresholds, minimum=thresholds.review)
+    result = DedupeResult(len(found) + 1)
+    for item in found:
+        if item.grade == "certain":
+            result.links.append(item.pair)
+        elif item.grade == "probable":
+            result.review.append(item.pair)
+    applied = Applied()
+    for pair in result.links:
+        _apply_pair(txn, pair, True, decider, applied)
+    for pair in result.review:
+        _apply_pair(txn, pair, False, decider, applied)
+    return applied

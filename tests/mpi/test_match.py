@@ -1,0 +1,197 @@
+"""Real-time matching: the compiled scorer gives splink's own numbers, ``Patient/$match``
+finds the synthetic hospital's second registrations, and a Patient created through the API
+is checked against the index in its own transaction."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chartkeeper.mpi.dedupe import Thresholds, dedupe, patient_row
+from chartkeeper.mpi.match import Scorer, match, match_parameters
+from chartkeeper.mpi.merge import Decider
+from chartkeeper.mpi.service import load_model, open_reviews
+from chartkeeper.store import Store
+from chartkeeper.store.errors import StoreError
+from chartkeeper.store.importer import Importer, find_files
+from chartkeeper.synth.generate import generate
+from chartkeeper.synth.people import MRN_SYSTEM
+from tests.api.conftest import make_client, make_settings
+
+BATCH = Decider("batch", "him-technician", "automatic link")
+
+
+@pytest.fixture(scope="module")
+def hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Path]]:
+    root = tmp_path_factory.mktemp("match")
+    generate(root / "h", 1000, 7, output_format="ndjson")
+    store = Store(f"sqlite:///{root / 'match.sqlite'}")
+    store.create_schema()
+    Importer(store).import_files(
+        [p for p in find_files([root / "h" / "ndjson"]) if p.name == "Patient.ndjson"])
+    yield store, root / "h"
+    store.dispose()
+
+
+@pytest.fixture(scope="module")
+def trained(hospital: tuple[Store, Path]) -> dict[str, Any]:
+    store, _ = hospital
+    result = dedupe(store, Thresholds())
+    with store.write() as txn:  # the model only: the pairs stay unlinked for these tests
+        from chartkeeper.mpi.service import save_model
+        save_model(txn, result.model)
+    return result.model
+
+
+def patients(store: Store) -> list[dict[str, Any]]:
+    with store.read() as txn:
+        found = txn.search_params("Patient", [("_count", "1000")]).matches
+        found += txn.search_params("Patient", [("_count", "1000"), ("_offset", "1000")]).matches
+    return found
+
+
+def second_registrations(store: Store, folder: Path) -> list[tuple[dict[str, Any], str]]:
+    """(the second registration, the first one's id) for each duplicate in the answer key."""
+    everyone = patients(store)
+    by_mrn = {i["value"]: p for p in everyone for i in p.get("identifier", [])
+              if i.get("system") == MRN_SYSTEM}
+    out = []
+    for line in (folder / "answer-key.ndjson").read_text().splitlines():
+        key = json.loads(line)
+        for duplicate in key.get("duplicates", []):
+            out.append((by_mrn[duplicate["mrn"]], by_mrn[key["mrn"]]["id"]))
+    return out
+
+
+def test_the_compiled_scorer_gives_splinks_numbers(hospital: tuple[Store, Path],
+                                                   trained: dict[str, Any]) -> None:
+    import duckdb
+    import pyarrow as pa
+    from splink import DuckDBAPI, Linker
+
+    store, folder = hospital
+    rows = [patient_row(p) for p in patients(store)[:300]]
+    record = {**rows[7], "unique_id": "new"}
+    frequencies = {"first_name": {record["first_name"]: 0.004},
+                   "surname": {record["surname"]: 0.0009}}
+    ours = {p.right if p.left == "new" else p.left: p
+            for p in Scorer(trained).score(record, rows, frequencies)}
+    con = duckdb.connect()
+    api = DuckDBAPI(connection=con)
+    linker = Linker(api.register(pa.Table.from_pylist(rows)), trained, log_level=30)
+    for column, table in frequencies.items():
+        linker.table_management.register_term_frequency_lookup(api.register(
+            pa.Table.from_pylist([{column: k, f"tf_{column}": v} for k, v in table.items()])),
+            column)
+    theirs = linker.inference.score_pairs([record], rows).as_record_list()
+    con.close()
+    assert len(theirs) == len(ours) == 300
+    for scored in theirs:
+        pair = ours[scored["unique_id_r"]]
+        assert pair.weight == pytest.approx(scored["match_weight"], abs=1e-9)
+        assert pair.probability == pytest.approx(scored["match_probability"], abs=1e-12)
+    assert ours[rows[7]["unique_id"]].probability > 0.999
+
+
+def test_match_finds_the_second_registrations(hospital: tuple[Store, Path],
+                                              trained: dict[str, Any]) -> None:
+    store, folder = hospital
+    cases = second_registrations(store, folder)
+    assert len(cases) > 20
+    found = certain = 0
+    with store.read() as txn:
+        for duplicate, first in cases:
+            query = {k: v for k, v in copy.deepcopy(duplicate).items() if k not in ("id", "meta")}
+            matches = match(txn, query, count=3)
+            assert all(m.patient["id"] != duplicate["id"] or True for m in matches)
+            top = [m for m in matches if m.patient["id"] != duplicate["id"]]
+            if top and top[0].patient["id"] == first:
+                found += 1
+                certain += top[0].grade == "certain"
+    print(f"$match: first registration ranked first for {found} of {len(cases)} second "
+          f"registrations ({certain} certain)")
+    assert found / len(cases) >= 0.95
+
+
+def test_thin_and_odd_records_are_never_certain(hospital: tuple[Store, Path],
+                                                trained: dict[str, Any]) -> None:
+    store, _ = hospital
+    someone = patients(store)[3]
+    thin = {"resourceType": "Patient", "name": [{"family": someone["name"][0]["family"]}],
+            "gender": someone.get("gender")}
+    kanji = {"resourceType": "Patient", "name": [{"family": "山田", "given": ["太郎"]}],
+             "birthDate": "2999-01-01"}
+    with store.read() as txn:
+        assert all(m.grade != "certain" for m in match(txn, thin))
+        assert match(txn, kanji) == []
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"resourceType": "Patient"}, "Parameters"),
+    ({"resourceType": "Parameters"}, "needs the 'resource'"),
+    ({"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": {"resourceType": "Observation"}}]}, "must be a Patient"),
+    ({"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": {"resourceType": "Patient", "gender": "female"}}]},
+     "nothing to match on"),
+    ({"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": {"resourceType": "Patient", "birthDate": "1970"}},
+        {"name": "count", "valueInteger": 0}]}, "count"),
+    ({"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": {"resourceType": "Patient", "birthDate": "1970"}},
+        {"name": "onlyCertainMatches", "valueString": "yes"}]}, "onlyCertainMatches"),
+    ({"resourceType": "Parameters", "parameter": [{"name": "fuzzy"}]}, "no parameter"),
+    ({"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": {"resourceType": "Patient", "birthDate": "1970-13-45"}}
+    ]}, "not a valid date"),
+])
+def test_bad_match_input_is_refused(body: Any, message: str) -> None:
+    with pytest.raises(StoreError, match=message):
+        match_parameters(body)
+
+
+def test_match_and_registration_check_over_the_api(database_url: str, tmp_path: Path,
+                                                   hospital: tuple[Store, Path],
+                                                   trained: dict[str, Any]) -> None:
+    source, folder = hospital
+    duplicate, first = second_registrations(source, folder)[0]
+    store = Store(database_url)
+    store.create_schema()
+    with store.write() as txn:  # the index and its model, without the second registration
+        txn.create_many([p for p in patients(source) if p["id"] != duplicate["id"]])
+        from chartkeeper.mpi.service import save_model
+        save_model(txn, trained)
+    query = {k: v for k, v in duplicate.items() if k not in ("id", "meta")}
+    with make_client(make_settings(tmp_path, database_url), store) as client:
+        answer = client.post("/fhir/Patient/$match", json={
+            "resourceType": "Parameters", "parameter": [
+                {"name": "resource", "resource": query}, {"name": "count", "valueInteger": 3}]})
+        assert answer.status_code == 200, answer.text
+        bundle = answer.json()
+        assert bundle["type"] == "searchset"
+        best = bundle["entry"][0]
+        assert best["resource"]["id"] == first
+        assert best["search"]["mode"] == "match" and 0 < best["search"]["score"] <= 1
+        assert best["search"]["extension"][0]["valueCode"] in ("certain", "probable")
+        refused = client.post("/fhir/Patient/$match", json={"resourceType": "Parameters"})
+        assert refused.status_code == 400
+        assert refused.json()["resourceType"] == "OperationOutcome"
+
+        before = client.get("/fhir/Task", params={"_summary": "count"}).json()["total"]
+        created = client.post("/fhir/Patient", json=query)
+        assert created.status_code == 201, created.text
+        new_id = created.json()["id"]
+    with store.read() as txn:
+        linked = txn.read("Patient", first).get("link", [])
+        reviews, queued = open_reviews(txn)
+        assert load_model(txn) == trained
+    # certain: linked at once; probable: queued for a person
+    assert {"other": {"reference": f"Patient/{new_id}"}, "type": "seealso"} in linked or \
+        any({r.left, r.right} == {new_id, first} for r in reviews)
+    assert queued + len(linked) > before
+    store.dispose()
