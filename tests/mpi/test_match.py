@@ -195,3 +195,39 @@ def test_match_and_registration_check_over_the_api(database_url: str, tmp_path: 
         any({r.left, r.right} == {new_id, first} for r in reviews)
     assert queued + len(linked) > before
     store.dispose()
+
+
+def test_an_adt_registration_is_checked(sqlite_url: str, hospital: tuple[Store, Path],
+                                        trained: dict[str, Any]) -> None:
+    from chartkeeper.ingest.service import Hl7Ingestor, create_ingest_schema
+
+    source, folder = hospital
+    duplicate, first = second_registrations(source, folder)[1]
+    store = Store(sqlite_url)
+    store.create_schema()
+    create_ingest_schema(store.engine)
+    with store.write() as txn:
+        txn.create_many([p for p in patients(source) if p["id"] != duplicate["id"]])
+        from chartkeeper.mpi.service import save_model
+        save_model(txn, trained)
+    name, address = duplicate["name"][0], duplicate["address"][0]
+    phone = next((t["value"] for t in duplicate.get("telecom", [])), "")
+    ssn = next((i["value"] for i in duplicate["identifier"] if "ssn" in i["system"]), "")
+    message = "\r".join([
+        "MSH|^~\\&|REG|GHH|CK|CK|20260110120000||ADT^A04^ADT_A01|REG00001|P|2.5.1",
+        "EVN|A04|20260110120000",
+        f"PID|1||NEW123^^^GHH^MR||{name['family']}^{name['given'][0]}||"
+        f"{duplicate['birthDate'].replace('-', '')}|{duplicate['gender'][0].upper()}|||"
+        f"{address['line'][0]}^^{address['city']}^{address['state']}^{address['postalCode']}"
+        f"||{phone}|||||{ssn}",
+        "PV1|1|O"])
+    result = Hl7Ingestor(store).ingest(message)
+    assert result.status == "stored"
+    with store.read() as txn:
+        new = txn.search_params("Patient", [("identifier", "NEW123")]).matches[0]
+        links = txn.read("Patient", first).get("link", [])
+        reviews, _total = open_reviews(txn)
+    linked = {"other": {"reference": f"Patient/{new['id']}"}, "type": "seealso"} in links
+    queued = any({r.left, r.right} == {new["id"], first} for r in reviews)
+    assert linked or queued
+    store.dispose()
