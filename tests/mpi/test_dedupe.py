@@ -4,52 +4,21 @@ recall and F1 at the automatic-link threshold; and records with almost nothing f
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from chartkeeper.mpi.dedupe import Thresholds, dedupe, patient_row, phonetic
+from chartkeeper.mpi.dedupe import DedupeResult, Thresholds, dedupe, patient_row, phonetic
 from chartkeeper.store import Store
-from chartkeeper.store.importer import Importer, find_files
-from chartkeeper.synth.generate import generate
-from chartkeeper.synth.people import MRN_SYSTEM
-
-PATIENTS = 1500
+from tests.mpi.conftest import true_pairs
 
 
-@pytest.fixture(scope="module")
-def hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Path]]:
-    root = tmp_path_factory.mktemp("mpi")
-    generate(root / "h", PATIENTS, 5, output_format="ndjson")
-    store = Store(f"sqlite:///{root / 'mpi.sqlite'}")
-    store.create_schema()
-    files = [p for p in find_files([root / "h" / "ndjson"]) if p.name == "Patient.ndjson"]
-    Importer(store).import_files(files)
-    yield store, root / "h"
+def test_duplicates_of_the_synthetic_hospital(patients_file: Path, hospital_files: Path,
+                                              batch: DedupeResult) -> None:
+    store = Store(f"sqlite:///{patients_file}")
+    truth = true_pairs(store, hospital_files)
     store.dispose()
-
-
-def true_pairs(store: Store, hospital: Path) -> set[frozenset[str]]:
-    with store.read() as txn:
-        patients = txn.search_params("Patient", [("_count", "1000")]).matches
-        patients += txn.search_params("Patient", [("_count", "1000"),
-                                                  ("_offset", "1000")]).matches
-    by_mrn = {i["value"]: p["id"] for p in patients for i in p.get("identifier", [])
-              if i.get("system") == MRN_SYSTEM}
-    pairs = set()
-    for line in (hospital / "answer-key.ndjson").read_text().splitlines():
-        key = json.loads(line)
-        for duplicate in key.get("duplicates", []):
-            pairs.add(frozenset((by_mrn[key["mrn"]], by_mrn[duplicate["mrn"]])))
-    return pairs
-
-
-def test_duplicates_of_the_synthetic_hospital(hospital: tuple[Store, Path]) -> None:
-    store, folder = hospital
-    truth = true_pairs(store, folder)
-    result = dedupe(store, Thresholds(auto_link=0.999, review=0.5))
+    result = batch
     links = {frozenset((p.left, p.right)) for p in result.links}
     true_links = len(links & truth)
     precision = true_links / len(links) if links else 1.0

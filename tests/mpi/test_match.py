@@ -12,40 +12,30 @@ from typing import Any
 
 import pytest
 
-from chartkeeper.mpi.dedupe import Thresholds, dedupe, patient_row
+from chartkeeper.mpi.dedupe import DedupeResult, patient_row
 from chartkeeper.mpi.match import Scorer, match, match_parameters
-from chartkeeper.mpi.merge import Decider
-from chartkeeper.mpi.service import load_model, open_reviews
+from chartkeeper.mpi.service import load_model, open_reviews, save_model
 from chartkeeper.store import Store
 from chartkeeper.store.errors import StoreError
-from chartkeeper.store.importer import Importer, find_files
-from chartkeeper.synth.generate import generate
 from chartkeeper.synth.people import MRN_SYSTEM
 from tests.api.conftest import make_client, make_settings
-
-BATCH = Decider("batch", "him-technician", "automatic link")
+from tests.mpi.conftest import store_copy
 
 
 @pytest.fixture(scope="module")
-def hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Path]]:
-    root = tmp_path_factory.mktemp("match")
-    generate(root / "h", 1000, 7, output_format="ndjson")
-    store = Store(f"sqlite:///{root / 'match.sqlite'}")
-    store.create_schema()
-    Importer(store).import_files(
-        [p for p in find_files([root / "h" / "ndjson"]) if p.name == "Patient.ndjson"])
-    yield store, root / "h"
+def hospital(patients_file: Path, hospital_files: Path, batch: DedupeResult,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Path]]:
+    """The hospital's patients and the batch run's model, none of its pairs linked."""
+    store = store_copy(patients_file, tmp_path_factory.mktemp("match"))
+    with store.write() as txn:
+        save_model(txn, batch.model)
+    yield store, hospital_files
     store.dispose()
 
 
 @pytest.fixture(scope="module")
-def trained(hospital: tuple[Store, Path]) -> dict[str, Any]:
-    store, _ = hospital
-    result = dedupe(store, Thresholds())
-    with store.write() as txn:  # the model only: the pairs stay unlinked for these tests
-        from chartkeeper.mpi.service import save_model
-        save_model(txn, result.model)
-    return result.model
+def trained(batch: DedupeResult) -> dict[str, Any]:
+    return batch.model
 
 
 def patients(store: Store) -> list[dict[str, Any]]:
@@ -164,7 +154,6 @@ def test_match_and_registration_check_over_the_api(database_url: str, tmp_path: 
     store.create_schema()
     with store.write() as txn:  # the index and its model, without the second registration
         txn.create_many([p for p in patients(source) if p["id"] != duplicate["id"]])
-        from chartkeeper.mpi.service import save_model
         save_model(txn, trained)
     query = {k: v for k, v in duplicate.items() if k not in ("id", "meta")}
     with make_client(make_settings(tmp_path, database_url), store) as client:
@@ -208,7 +197,6 @@ def test_an_adt_registration_is_checked(sqlite_url: str, hospital: tuple[Store, 
     create_ingest_schema(store.engine)
     with store.write() as txn:
         txn.create_many([p for p in patients(source) if p["id"] != duplicate["id"]])
-        from chartkeeper.mpi.service import save_model
         save_model(txn, trained)
     name, address = duplicate["name"][0], duplicate["address"][0]
     phone = next((t["value"] for t in duplicate.get("telecom", [])), "")

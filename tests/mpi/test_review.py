@@ -8,12 +8,12 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from chartkeeper.mpi.dedupe import DedupeResult, Thresholds, dedupe
+from chartkeeper.mpi.dedupe import DedupeResult, Thresholds, dedupe_rows, patient_rows
 from chartkeeper.mpi.merge import Decider, DecisionRefused
 from chartkeeper.mpi.service import (
     apply,
@@ -26,25 +26,17 @@ from chartkeeper.mpi.service import (
 )
 from chartkeeper.store import Store
 from chartkeeper.store.errors import InvalidRequest
-from chartkeeper.store.importer import Importer, find_files
-from chartkeeper.synth.generate import generate
+from tests.mpi.conftest import store_copy
 
 SYSTEM = Decider("batch", "him-technician", "automatic link")
 TECH = Decider("tech", "him-technician", "reviewed both charts")
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("review")
-    generate(root / "h", 1000, 3, output_format="ndjson")
-    home = root / "home"
-    home.mkdir()
-    store = Store(f"sqlite:///{home / 'chartkeeper.sqlite'}")
-    store.create_schema()
-    Importer(store).import_files(
-        [p for p in find_files([root / "h" / "ndjson"]) if p.name == "Patient.ndjson"])
-    store.dispose()
-    yield home
+def home(patients_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("review") / "home"
+    store_copy(patients_file, home).dispose()
+    return home
 
 
 def chartkeeper(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -54,14 +46,18 @@ def chartkeeper(home: Path, *args: str, stdin: str = "") -> subprocess.Completed
                           input=stdin, capture_output=True, text=True, timeout=600)
 
 
-def test_links_queue_and_decisions(home: Path) -> None:
+def rescore(store: Store, model: dict[str, Any], thresholds: Thresholds) -> DedupeResult:
+    """The store's patients scored with a trained model (no training)."""
+    return dedupe_rows(list(patient_rows(store)), thresholds, model=model)
+
+
+def test_links_queue_and_decisions(home: Path, batch: DedupeResult) -> None:
     store = Store(f"sqlite:///{home / 'chartkeeper.sqlite'}")
-    scored = dedupe(store, Thresholds(auto_link=0.999, review=0.5))
-    assert len(scored.links) > 10
+    assert len(batch.links) > 10
     # A stricter site: the weaker half of the links goes to a person instead.
-    ranked = sorted(p.probability for p in scored.links)
+    ranked = sorted(p.probability for p in batch.links)
     strict = Thresholds(auto_link=ranked[len(ranked) // 2], review=0.5)
-    result = dedupe(store, strict)
+    result = rescore(store, batch.model, strict)
     assert result.review and result.links
     written = apply(store, result, SYSTEM)
     assert (written.linked, written.queued) == (len(result.links), len(result.review))
@@ -102,7 +98,7 @@ def test_links_queue_and_decisions(home: Path) -> None:
     # patient is no longer matched at all.
     forced = DedupeResult(2, links=[apart_pair])
     assert apply(store, forced, SYSTEM).kept_apart == 1
-    rerun = dedupe(store, strict)
+    rerun = rescore(store, batch.model, strict)
     assert rerun.patients == result.patients - 1
     assert merge_pair.right not in {p for pair in rerun.links + rerun.review
                                     for p in (pair.left, pair.right)}
