@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from chartkeeper.mpi.merge import Decider, link
 from tests.web.axe import violations
 from tests.web.conftest import Workbench
 from tests.web.support import patient_with_lab_trend
 from tests.web.test_browser_flow import sign_in
+from tests.web.test_mpi_pages import review_tasks
 
 
 @pytest.fixture
@@ -51,3 +53,21 @@ def test_the_roi_and_physician_pages_are_accessible(axe_page: Any,
     axe_page.context.clear_cookies()
     sign_in(axe_page, workbench, "drsmith", "/deficiencies")
     check(axe_page, f"{workbench.url}/deficiencies")
+
+
+def test_the_mpi_pages_are_accessible(axe_page: Any, workbench: Workbench) -> None:
+    queued = review_tasks(workbench)
+    with workbench.store.write() as txn:  # a decision to undo, and an overlay to list
+        for pid, born in (("mpi-a11y-1", "1950-05-05"), ("mpi-a11y-2", "1959-09-09")):
+            txn.create({"resourceType": "Patient", "id": pid, "birthDate": born,
+                        "name": [{"family": "Checked", "given": [pid]}]}, resource_id=pid)
+        link(txn, "mpi-a11y-1", "mpi-a11y-2", Decider("tech", "him-technician", "a11y"))
+    sign_in(axe_page, workbench, "tech", "/mpi")
+    for path in ("/mpi", f"/mpi/reviews/{queued['open'].task}", "/mpi/history",
+                 "/mpi/overlays"):
+        check(axe_page, f"{workbench.url}{path}")
+    axe_page.click("#run-overlay-check button")  # the check's job page, then its findings
+    check(axe_page, axe_page.url)
+    axe_page.click("#job-result")
+    axe_page.wait_for_selector("#overlays")
+    check(axe_page, axe_page.url)

@@ -34,6 +34,7 @@ from chartkeeper.web import (
     export_pages,
     import_pages,
     jobs,
+    mpi_pages,
     pages,
     retention_pages,
     roi_pages,
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.include_router(amendment_pages.router)
     app.include_router(import_pages.router)
     app.include_router(export_pages.router)
+    app.include_router(mpi_pages.router)
 
     @app.middleware("http")
     async def _audit_and_log(request: Request, call_next: Any) -> Response:

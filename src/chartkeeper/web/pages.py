@@ -39,6 +39,8 @@ from chartkeeper.api.fhir import visible_everything
 from chartkeeper.api.security_routes import MAX_FORM_BYTES, authenticate_password, signed_in
 from chartkeeper.chart.completion.tasks import DEFICIENCY_SYSTEM, OPEN_STATUSES
 from chartkeeper.chart.signing import is_locked
+from chartkeeper.mpi.merge import REVIEW_TASK_CODE
+from chartkeeper.mpi.service import OPEN as OPEN_REVIEWS
 from chartkeeper.security.access import Forbidden, Interaction
 from chartkeeper.security.audit import AuditAction
 from chartkeeper.security.identity import (
@@ -407,6 +409,11 @@ def work_queues(txn: Any, role: str, practitioner: str | None = None) -> list[di
         queues.append({"name": "Record completion", "href": "/completion",
                        "count": count("Task", open_deficiencies),
                        "hint": "open deficiencies of discharged records, by physician and age"})
+    if role in ("him_technician", "administrator"):
+        queues.append({"name": "MPI review", "href": "/mpi",
+                       "count": count("Task", [("code", "|".join(REVIEW_TASK_CODE)),
+                                               ("status", ",".join(OPEN_REVIEWS))]),
+                       "hint": "possible duplicate patients to merge, link or keep apart"})
     if role in ("roi_specialist", "him_technician"):
         queues.append({"name": "Release of information", "href": "/roi",
                        "count": count("Task", [("code", "urn:chartkeeper:him-task|"
