@@ -23,6 +23,7 @@ from chartkeeper.mpi.service import (
     load_model,
     open_reviews,
     review_task_id,
+    undo_decision,
 )
 from chartkeeper.store import Store
 from chartkeeper.store.errors import InvalidRequest
@@ -117,6 +118,17 @@ def test_links_queue_and_decisions(home: Path, batch: DedupeResult) -> None:
     for action, error, message in refused:
         with store.write() as txn, pytest.raises(error, match=message):
             action(txn)
+
+    # Undoing the merge puts the pair back in the queue, with who undid it and why.
+    assert outcome is not None
+    with store.write() as txn:
+        undo_decision(txn, outcome.provenance_id, Decider("lead", "him-technician",
+                                                          "merged the wrong pair"))
+    with store.read() as txn:
+        back = get_review(txn, review_task_id(merge_pair.left, merge_pair.right))
+        assert back.open and back.verdict is None
+        assert back.task["note"][-1]["text"] == "decision undone: merged the wrong pair"
+        assert txn.read("Patient", merge_pair.right).get("active") is not False
     store.dispose()
 
 

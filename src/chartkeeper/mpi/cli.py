@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 
 from chartkeeper.mpi.dedupe import Thresholds, dedupe
-from chartkeeper.mpi.merge import Decider, Outcome, decisions_of, link, merge, undo
-from chartkeeper.mpi.service import apply, decide, get_review, open_reviews
+from chartkeeper.mpi.merge import Decider, Outcome, decisions_of, link, merge
+from chartkeeper.mpi.service import apply, decide, get_review, open_reviews, undo_decision
 from chartkeeper.settings import Settings
 from chartkeeper.store import Store
 from chartkeeper.store.errors import StoreError
@@ -166,7 +166,7 @@ def undo_command(
     decider = operator(reason)
     with opened() as (settings, store):
         with store.write() as txn:
-            outcome = undo(txn, decision, decider)
+            outcome = undo_decision(txn, decision, decider)
         patients = sorted({t.split("/")[1] for t in outcome.targets if t.startswith("Patient/")})
         audit(settings, decider, outcome.activity, patients or ["unknown"], outcome,
               undone=decision)

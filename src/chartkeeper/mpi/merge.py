@@ -227,23 +227,38 @@ def decision(txn: Txn, provenance_id: str) -> tuple[Resource, str]:
         provenance = txn.read("Provenance", provenance_id)
     except (NotFound, Gone):
         raise NotFound(f"no merge or link decision Provenance/{provenance_id}") from None
-    codes = [c.get("code") for c in (provenance.get("activity") or {}).get("coding", [])
-             if c.get("system") == LIFECYCLE]
-    if not codes or codes[0] not in DECISIONS:
+    activity = activity_of(provenance)
+    if activity is None:
         raise InvalidRequest(f"Provenance/{provenance_id} records no merge or link decision")
-    return provenance, str(codes[0])
+    return provenance, activity
+
+
+def activity_of(provenance: Resource) -> str | None:
+    """The decision a Provenance records (merge, link, unmerge, unlink), or None."""
+    codes = [c.get("code") for c in (provenance.get("activity") or {}).get("coding") or []
+             if c.get("system") == LIFECYCLE]
+    return str(codes[0]) if codes and codes[0] in DECISIONS else None
+
+
+def undo_of(txn: Txn, decision_ids: list[str]) -> dict[str, str]:
+    """For each decision id: the id of the Provenance that undid it, when one did."""
+    found: dict[str, str] = {}
+    for start in range(0, len(decision_ids), 100):
+        chunk = decision_ids[start:start + 100]
+        page = txn.search_params("Provenance", [
+            ("entity", ",".join(f"Provenance/{d}" for d in chunk)),
+            ("_count", str(2 * len(chunk))), ("_total", "none")])
+        for provenance in page.matches:
+            if activity_of(provenance) in UNDO.values():
+                for entity in provenance.get("entity") or []:
+                    what = str((entity.get("what") or {}).get("reference", ""))
+                    found.setdefault(what.removeprefix("Provenance/"), str(provenance["id"]))
+    return found
 
 
 def undone_by(txn: Txn, provenance_id: str) -> str | None:
     """The id of the Provenance that undid this decision, if one did."""
-    page = txn.search_params("Provenance", [("entity", f"Provenance/{provenance_id}"),
-                                            ("_count", "10")])
-    for candidate in page.matches:
-        activity = [c.get("code") for c in (candidate.get("activity") or {}).get("coding", [])
-                    if c.get("system") == LIFECYCLE]
-        if activity and activity[0] in UNDO.values():
-            return str(candidate["id"])
-    return None
+    return undo_of(txn, [provenance_id]).get(provenance_id)
 
 
 def _paths(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:

@@ -1,5 +1,5 @@
 """Data-quality views of the master patient index: the duplicate rate, the records that may
-hold two people (overlay risk) and the age of the review queue; and the decisions' history.
+hold two people (overlay risk) and the age of the review queue.
 
 The queue's age and most of the rate are counts the search index answers
 (``_summary=count``), cheap at any size. What the index cannot tell (a link's type, a changed
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import and_, false, func, select
 
-from chartkeeper.mpi.merge import DECISIONS, LIFECYCLE, REVIEW_TASK_CODE, UNDO, USER_SYSTEM
+from chartkeeper.mpi.merge import REVIEW_TASK_CODE
 from chartkeeper.mpi.service import OPEN, open_reviews
 from chartkeeper.store import Store, schema
 from chartkeeper.store.errors import NotFound
@@ -481,79 +481,4 @@ def _patients_by_id(txn: Txn, ids: list[str]) -> dict[str, Resource]:
         for patient in txn.search_params("Patient", [("_id", ",".join(chunk)),
                                                      ("_count", str(len(chunk)))]).matches:
             found[str(patient["id"])] = patient
-    return found
-
-
-# ------------------------------------------------------------------- the decisions' history
-@dataclass(frozen=True)
-class DecisionRow:
-    """One merge, link or undo as the history lists it."""
-
-    provenance: Resource
-    activity: str  # merge, link, unmerge, unlink
-    recorded: str
-    user: str
-    role: str
-    reason: str
-    patients: list[str]  # the Patient ids it wrote
-    undone_by: str | None = None  # for a merge or link: the Provenance that undid it
-    undoes: str | None = None  # for an undo: the decision it undid
-
-    @property
-    def can_undo(self) -> bool:
-        return self.activity in UNDO and self.undone_by is None
-
-
-def _activity(provenance: Resource) -> str | None:
-    codes = [c.get("code") for c in (provenance.get("activity") or {}).get("coding") or []
-             if c.get("system") == LIFECYCLE]
-    return str(codes[0]) if codes and codes[0] in DECISIONS else None
-
-
-def _decision_row(provenance: Resource, activity: str, undone: str | None) -> DecisionRow:
-    agent = (provenance.get("agent") or [{}])[0]
-    who = agent.get("who") or {}
-    patients = []
-    for target in provenance.get("target") or []:
-        parts = str(target.get("reference", "")).split("/")
-        if parts[0] == "Patient" and len(parts) > 1 and parts[1] not in patients:
-            patients.append(parts[1])
-    entity = next((str(e["what"].get("reference", "")).removeprefix("Provenance/")
-                   for e in provenance.get("entity") or []
-                   if e.get("role") == "revision" and "what" in e), None)
-    return DecisionRow(
-        provenance, activity, str(provenance.get("recorded", "")),
-        str((who.get("identifier") or {}).get("value") or who.get("display") or ""),
-        str(((agent.get("role") or [{}])[0]).get("text", "")),
-        str(((provenance.get("reason") or [{}])[0]).get("text", "")), patients,
-        undone, entity)
-
-
-def recent_decisions(txn: Txn, count: int = 50, offset: int = 0
-                     ) -> tuple[list[DecisionRow], bool]:
-    """The merges, links and their undos people and batch runs made, newest first, and
-    whether there are more. (R4 has no ``activity`` search parameter on Provenance: the
-    decisions are the Provenances whose agent is a Chartkeeper user, less any other kind.)"""
-    page = txn.search_params("Provenance", [
-        ("agent:identifier", f"{USER_SYSTEM}|"), ("_sort", "-recorded"),
-        ("_count", str(count)), ("_offset", str(offset)), ("_total", "none")])
-    decisions = [(p, a) for p in page.matches if (a := _activity(p)) is not None]
-    undone = undo_of(txn, [str(p["id"]) for p, a in decisions if a in UNDO])
-    rows = [_decision_row(p, a, undone.get(str(p["id"]))) for p, a in decisions]
-    return rows, len(page.matches) == count
-
-
-def undo_of(txn: Txn, decision_ids: list[str]) -> dict[str, str]:
-    """For each decision id: the id of the Provenance that undid it, when one did."""
-    found: dict[str, str] = {}
-    for start in range(0, len(decision_ids), 100):
-        chunk = decision_ids[start:start + 100]
-        page = txn.search_params("Provenance", [
-            ("entity", ",".join(f"Provenance/{d}" for d in chunk)),
-            ("_count", str(2 * len(chunk))), ("_total", "none")])
-        for provenance in page.matches:
-            if _activity(provenance) in UNDO.values():
-                for entity in provenance.get("entity") or []:
-                    what = str((entity.get("what") or {}).get("reference", ""))
-                    found.setdefault(what.removeprefix("Provenance/"), str(provenance["id"]))
     return found

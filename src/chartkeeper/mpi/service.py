@@ -29,6 +29,7 @@ from chartkeeper.mpi.merge import (
     link,
     merge,
     replaced_by,
+    undo,
 )
 from chartkeeper.store import Store
 from chartkeeper.store.errors import Gone, InvalidRequest, NotFound
@@ -36,7 +37,7 @@ from chartkeeper.store.service import Txn, now_instant
 
 __all__ = ["Applied", "Decider", "DecisionRefused", "Outcome", "Review", "apply", "decide",
            "decided_reviews", "get_review", "link", "load_model", "merge", "open_reviews",
-           "replaced_by", "review_task", "save_model", "screen_new_patient"]
+           "replaced_by", "review_task", "save_model", "screen_new_patient", "undo_decision"]
 Resource = dict[str, Any]
 MODEL_ID = "chartkeeper-mpi-model"
 LIBRARY_TYPE = "http://terminology.hl7.org/CodeSystem/library-type"
@@ -303,3 +304,25 @@ def screen_new_patient(txn: Txn, patient: Resource, decider: Decider,
     for pair in result.review:
         _apply_pair(txn, pair, False, decider, applied)
     return applied
+
+
+def undo_decision(txn: Txn, provenance_id: str, decider: Decider) -> Outcome:
+    """Undo a merge or link (``merge.undo``); the review it settled, if one did, goes back to
+    the queue with a note of who undid it and why."""
+    outcome = undo(txn, provenance_id, decider)
+    patients = sorted({t.split("/")[1] for t in outcome.targets if t.startswith("Patient/")})
+    if len(patients) != 2:
+        return outcome
+    try:
+        task = txn.read("Task", review_task_id(*patients))
+    except (NotFound, Gone):
+        return outcome
+    settled_by = [o.get("valueReference", {}).get("reference") for o in task.get("output", [])]
+    if f"Provenance/{provenance_id}" not in settled_by:
+        return outcome
+    reopened = {k: v for k, v in task.items() if k not in ("output", "businessStatus", "owner")}
+    reopened.update({"status": "ready", "lastModified": now_instant(), "note": [
+        *task.get("note", []), {"authorString": decider.user, "time": now_instant(),
+                                "text": f"decision undone: {decider.reason}"}]})
+    txn.update("Task", task["id"], reopened)
+    return outcome

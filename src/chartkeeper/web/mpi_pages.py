@@ -17,19 +17,24 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 
 from chartkeeper.api.auth import RequestAccess, access_of
-from chartkeeper.mpi.merge import Decider, DecisionRefused, undo
+from chartkeeper.mpi.history import DecisionRow, recent_decisions
+from chartkeeper.mpi.merge import Decider, DecisionRefused, undo_of
 from chartkeeper.mpi.quality import (
     OVERLAY_STEPS,
-    DecisionRow,
     OverlayRisk,
     age_in_days,
     duplicate_rate,
     overlay_risks,
     queue_age,
-    recent_decisions,
-    undo_of,
 )
-from chartkeeper.mpi.service import VERDICTS, Review, decide, get_review, open_reviews
+from chartkeeper.mpi.service import (
+    VERDICTS,
+    Review,
+    decide,
+    get_review,
+    open_reviews,
+    undo_decision,
+)
 from chartkeeper.security.audit import AuditAction
 from chartkeeper.security.identity import Role
 from chartkeeper.store import Store
@@ -301,7 +306,7 @@ def history(request: Request, page: str = "1", undone: str = "") -> Response:
 
 
 @router.post("/mpi/history/{provenance_id}/undo", dependencies=[Depends(PAGE_DECIDE)])
-async def undo_decision(request: Request, provenance_id: str) -> Response:
+async def history_undo(request: Request, provenance_id: str) -> Response:
     access = access_of(request)
     fields = await read_form(request)
     require_role(access, *MPI_ROLES)
@@ -318,7 +323,7 @@ async def undo_decision(request: Request, provenance_id: str) -> Response:
             if str(t.get("reference", "")).startswith("Patient/"))
         decider = _decider(access, fields.get("reason", ""))
         with store.write() as txn:
-            outcome = undo(txn, provenance_id, decider)
+            outcome = undo_decision(txn, provenance_id, decider)
             access.details.update(decision=outcome.activity, undone=provenance_id,
                                   provenance=outcome.provenance_id,
                                   versions=outcome.targets[:50])
