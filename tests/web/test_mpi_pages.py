@@ -392,3 +392,28 @@ def test_the_overlay_check_lists_linked_records_that_disagree(
         coder.close()
     summary = tech.get("/mpi").text
     assert re.search(r'id="linked-pairs">[1-9]', summary)
+
+
+def test_a_federated_merge_shows_the_prior_records_in_the_survivors_chart(
+        workbench: Workbench, tech: httpx.Client) -> None:
+    from chartkeeper.mpi.merge import merge
+
+    with workbench.store.write() as txn:
+        for n in (1, 2):
+            txn.update("Patient", f"fed-{n}", registration(
+                "fed", n, "Rosalind", "Thistlewood", "1958-08-08", "female",
+                ("4 Elm Ct", "44105", "216-555-0321", None)) | {"id": f"fed-{n}"})
+        txn.create({"resourceType": "Encounter", "status": "finished",
+                    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                              "code": "AMB"},
+                    "type": [{"text": "Federated follow-up visit"}],
+                    "subject": {"reference": "Patient/fed-2"},
+                    "period": {"start": "2025-02-03T09:00:00Z", "end": "2025-02-03T09:30:00Z"}})
+        outcome = merge(txn, "fed-1", "fed-2", Decider("tech", "him-technician",
+                                                       "same person, two registrations"),
+                        mode="federate")
+    assert outcome.repointed == 0  # the records stay on the prior registration
+    page = tech.get("/patients/fed-1")
+    assert page.status_code == 200
+    assert "Federated follow-up visit" in page.text
+    assert "Federated follow-up visit" in tech.get("/patients/fed-2").text

@@ -52,7 +52,7 @@ from chartkeeper.security.identity import (
 )
 from chartkeeper.security.practitioners import practitioner_of
 from chartkeeper.store import Store
-from chartkeeper.store.errors import InvalidRequest, NotFound
+from chartkeeper.store.errors import Gone, InvalidRequest, NotFound
 from chartkeeper.store.service import Resource, Txn, provenance_of
 from chartkeeper.web import chart as charts
 from chartkeeper.web.finder import find_patients
@@ -474,6 +474,22 @@ def chart(request: Request, patient_id: str) -> Response:
     access.patients.add(patient_id)  # refused or not, the trail names whose chart was asked for
     store = store_of(request)
     patient, shown, withheld = visible_everything(access, store, patient_id)
+    # A record merged into this one without moving its records (a federated merge): its
+    # records are this patient's too.
+    for link in patient.get("link", []):
+        reference = str(link.get("other", {}).get("reference", ""))
+        if link.get("type") == "replaces" and reference.startswith("Patient/"):
+            prior = reference.split("/", 1)[1]
+            access.patients.add(prior)
+            try:
+                _prior, more, hidden = visible_everything(access, store, prior)
+            except (Forbidden, NotFound, Gone):
+                withheld += 1
+                continue
+            have = {(r.get("resourceType"), r.get("id")) for r in shown}
+            shown += [r for r in more if r.get("resourceType") != "Patient"
+                      and (r.get("resourceType"), r.get("id")) not in have]
+            withheld += hidden
     with store.read() as txn:
         sources = provenance_of(txn, ((str(r["resourceType"]), str(r["id"])) for r in shown))
     view = charts.assemble(patient, shown, sources, withheld)
