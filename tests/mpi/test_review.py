@@ -151,6 +151,18 @@ def test_commands(home: Path) -> None:
     twice = chartkeeper(home, "mpi", "undo", provenance, "--reason", "again")
     assert twice.returncode == 1 and "undone already" in " ".join(twice.stderr.split())
 
+    # The stored model on Spark (local mode) gives the links DuckDB gives with it.
+    spark = chartkeeper(home, "mpi", "dedupe", "--engine", "spark", "--dry-run", "--json")
+    assert spark.returncode == 0, spark.stderr
+    store = Store(f"sqlite:///{home / 'chartkeeper.sqlite'}")
+    with store.read() as txn:
+        model = load_model(txn)
+    assert model is not None
+    duck = rescore(store, model, Thresholds())
+    store.dispose()
+    assert {(p["left"], p["right"]) for p in json.loads(spark.stdout)["links"]} == {
+        (p.left, p.right) for p in duck.links}
+
     dry = chartkeeper(home, "mpi", "dedupe", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["written"] is None

@@ -88,6 +88,9 @@ def dedupe_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="score and print; write nothing")
                        ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the pairs as JSON")] = False,
+    engine: Annotated[str, typer.Option(
+        help="duckdb (trains the model on the store's patients) or spark (scores with the "
+             "stored model on Spark local mode)")] = "duckdb",
 ) -> None:
     """Score every likely pair of the store's patients; link those above --auto-link and
     queue those from --review for a person (nothing is merged without one)."""
@@ -96,8 +99,14 @@ def dedupe_command(
     except ValueError as exc:
         errors.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
+    if engine not in ("duckdb", "spark"):
+        errors.print("[red]error:[/red] --engine is duckdb or spark")
+        raise typer.Exit(2)
     with opened() as (settings, store):
-        result = dedupe(store, thresholds, on_progress=lambda m: errors.print(m))
+        if engine == "spark":
+            result = spark_dedupe(store, thresholds)
+        else:
+            result = dedupe(store, thresholds, on_progress=lambda m: errors.print(m))
         written = None
         if not dry_run:
             decider = operator(f"automatic link at match probability >= {auto_link}")
@@ -122,6 +131,27 @@ def dedupe_command(
                    if written else " (dry run: nothing written)"))
     if result.note:
         typer.echo(f"note: {result.note}")
+
+
+def spark_dedupe(store: Store, thresholds: Thresholds) -> Any:
+    """The batch run on Spark with the stored (DuckDB-trained) model."""
+    from chartkeeper.mpi.dedupe import patient_rows
+    from chartkeeper.mpi.service import load_model
+    from chartkeeper.mpi.spark import ModelMismatch, SparkUnavailable, dedupe_rows_spark
+
+    with store.read() as txn:
+        model = load_model(txn)
+    if model is None:
+        errors.print("[red]error:[/red] no trained model in the store yet: run `chartkeeper "
+                     "mpi dedupe` (DuckDB) once to train it")
+        raise typer.Exit(1)
+    try:
+        rows = list(patient_rows(store))
+        errors.print(f"{len(rows)} patients read")
+        return dedupe_rows_spark(rows, model, thresholds, on_progress=lambda m: errors.print(m))
+    except (SparkUnavailable, ModelMismatch) as exc:
+        errors.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
 
 
 @mpi_app.command("merge")
