@@ -124,7 +124,7 @@ def http_client(store: Any, folder: Path) -> Any:
     from fastapi.testclient import TestClient
 
     from chartkeeper.api.app import create_app
-    from chartkeeper.security.identity import Role
+    from chartkeeper.security.identity import Role, UserExists
     from chartkeeper.security.services import SecurityServices
     from chartkeeper.settings import Settings
 
@@ -133,7 +133,10 @@ def http_client(store: Any, folder: Path) -> Any:
     security = SecurityServices.build(settings, store.engine,
                                       hasher=PasswordHasher(time_cost=1, memory_cost=8,
                                                             parallelism=1))
-    security.directory.add_user("bench", Role.administrator, "bench-password-long-enough")
+    try:
+        security.directory.add_user("bench", Role.administrator, "bench-password-long-enough")
+    except UserExists:
+        pass
     token = security.issuer.issue("bench", Role.administrator, "user/*.cruds")
     client = TestClient(create_app(settings, store, security), base_url="http://testserver")
     client.headers["Authorization"] = f"Bearer {token}"

@@ -222,12 +222,16 @@ def _patient_total(txn: Txn) -> int:
 
 
 def frequencies(txn: Txn, row: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The share of patients with the record's given and family name (term frequency)."""
+    """The share of patients with the record's given and family name (term frequency).
+
+    Counted by the string index's prefix match (names that begin with the name count too):
+    ``:exact`` is case-sensitive and scans, 70 ms against 1 ms at 20,000 patients. The
+    overcount can only lower a rare name's weight, never raise it."""
     total = _patient_total(txn)
     out: dict[str, dict[str, float]] = {}
     for column, param in (("first_name", "given"), ("surname", "family")):
         if row[column]:
-            page = txn.search_params("Patient", [(f"{param}:exact", row[column]),
+            page = txn.search_params("Patient", [(param, row[column]),
                                                  ("_count", "0"), ("_total", "accurate")])
             count = max(int(page.total or 0), 1)
             out[column] = {row[column]: min(count / total, 1.0)}
