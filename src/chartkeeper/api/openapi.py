@@ -394,6 +394,10 @@ CONTRACTS: dict[str, Contract] = {
         _bundle(), (400, 403, 404, 410),
         (query("_type", STRING), query("_since", STRING), query("_count", COUNT)),
         summary="Patient $everything"),
+    "POST /fhir/Patient/$match": Contract(
+        _bundle(), (400, 403, 413, 415, 422), body=FHIR_RESOURCE_BODY,
+        summary="Patient $match: the probable duplicates of a Patient (input Parameters: "
+                "resource, count, onlyCertainMatches)"),
     # FHIR: type level
     "GET /fhir/{resource_type}/_history": Contract(_bundle(), (400, 403, 404),
                                                    HISTORY_PARAMS),
