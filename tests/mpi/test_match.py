@@ -67,10 +67,12 @@ def test_the_compiled_scorer_gives_splinks_numbers(hospital: tuple[Store, Path],
     store, folder = hospital
     rows = [patient_row(p) for p in patients(store)[:300]]
     record = {**rows[7], "unique_id": "new"}
-    frequencies = {"first_name": {record["first_name"]: 0.004},
-                   "surname": {record["surname"]: 0.0009}}
+    scorer = Scorer(trained)
+    assert {"first_name", "surname"} <= set(scorer.tf_columns)
+    frequencies = {column: {record[column]: 0.0009 * (n + 1)}
+                   for n, column in enumerate(scorer.tf_columns)}
     ours = {p.right if p.left == "new" else p.left: p
-            for p in Scorer(trained).score(record, rows, frequencies)}
+            for p in scorer.score(record, rows, frequencies)}
     con = duckdb.connect()
     api = DuckDBAPI(connection=con)
     linker = Linker(api.register(pa.Table.from_pylist(rows)), trained, log_level=30)

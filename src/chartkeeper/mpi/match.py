@@ -26,7 +26,9 @@ from chartkeeper.mpi.dedupe import SSN_SYSTEM, Pair, Thresholds, pairs, patient_
 from chartkeeper.store.service import Txn
 
 Resource = dict[str, Any]
-TF_COLUMNS = ("first_name", "surname")
+# The search parameter that counts a matched column's values, for term frequencies.
+TF_PARAMS = {"first_name": "given", "surname": "family", "dob": "birthdate",
+             "postcode": "address-postalcode", "street": "address", "phone": "phone"}
 PER_BLOCK = 100  # candidates from each index lookup
 GRADE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/match-grade"
 _local = threading.local()
@@ -55,6 +57,7 @@ class Scorer:
             linker = Linker(api.register(pa.Table.from_pylist([{"unique_id": "-"}])), model,
                             log_level=30)
             compiled = linker._settings_obj  # splink's parsed settings: the SQL it would run
+            self.tf_columns = sorted(c.unquote().name for c in compiled._term_frequency_columns)
             lam = float(compiled._probability_two_random_records_match)
             self.prior = math.log2(lam / (1 - lam))
             self.model = model
@@ -74,7 +77,8 @@ class Scorer:
         finally:
             con.close()
         sides = ", ".join(f'{side}."{c}" AS "{c}_{side}"' for c in
-                          [*self.columns, *(f"tf_{t}" for t in TF_COLUMNS)] for side in "lr")
+                          [*self.columns, *(f"tf_{t}" for t in self.tf_columns)]
+                          for side in "lr")
         self.sql = (
             f"SELECT *, {', '.join(weights)} FROM ("
             f"SELECT l.unique_id AS unique_id_l, r.unique_id AS unique_id_r, {sides}, "
@@ -89,12 +93,13 @@ class Scorer:
         if not candidates:
             return []
         frequencies = frequencies or {}
-        schema = _schema()
+        schema = _schema(self.tf_columns)
 
         def table(rows: list[dict[str, Any]]) -> Any:
             return pa.Table.from_pylist([
-                {**{c: row.get(c) for c in schema.names if not c.startswith("tf_")},
-                 **{f"tf_{t}": frequencies.get(t, {}).get(row.get(t) or "") for t in TF_COLUMNS}}
+                {**{c: row.get(c) for c in self.columns + ["unique_id"]},
+                 **{f"tf_{t}": frequencies.get(t, {}).get(row.get(t) or "")
+                    for t in self.tf_columns}}
                 for row in rows], schema=schema)
 
         con = _connection()
@@ -127,14 +132,14 @@ def _row_columns() -> list[str]:
     return list(patient_row({"id": "-"}).keys())
 
 
-def _schema() -> Any:
+def _schema(tf_columns: list[str]) -> Any:
     import pyarrow as pa
 
     fields = []
     for column in _row_columns():
         kind = pa.list_(pa.string()) if column.endswith("_phonetic") else pa.string()
         fields.append(pa.field(column, kind))
-    fields += [pa.field(f"tf_{t}", pa.float64()) for t in TF_COLUMNS]
+    fields += [pa.field(f"tf_{t}", pa.float64()) for t in tf_columns]
     return pa.schema(fields)
 
 
@@ -221,20 +226,23 @@ def _patient_total(txn: Txn) -> int:
     return max(cached[1], 1)
 
 
-def frequencies(txn: Txn, row: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The share of patients with the record's given and family name (term frequency).
+def frequencies(txn: Txn, row: dict[str, Any], columns: Iterable[str]
+                ) -> dict[str, dict[str, float]]:
+    """For each term-frequency column of the model, the share of patients with the record's
+    value (a rarer name agreeing weighs more).
 
-    Counted by the string index's prefix match (names that begin with the name count too):
-    ``:exact`` is case-sensitive and scans, 70 ms against 1 ms at 20,000 patients. The
-    overcount can only lower a rare name's weight, never raise it."""
+    Names are counted by the string index's prefix match (names that begin with the name
+    count too): ``:exact`` is case-sensitive and scans, 70 ms against 1 ms at 20,000
+    patients. The overcount can only lower a rare name's weight, never raise it."""
     total = _patient_total(txn)
     out: dict[str, dict[str, float]] = {}
-    for column, param in (("first_name", "given"), ("surname", "family")):
-        if row[column]:
-            page = txn.search_params("Patient", [(param, row[column]),
-                                                 ("_count", "0"), ("_total", "accurate")])
-            count = max(int(page.total or 0), 1)
-            out[column] = {row[column]: min(count / total, 1.0)}
+    for column in columns:
+        param, value = TF_PARAMS.get(column), row.get(column)
+        if param is None or not value or not isinstance(value, str):
+            continue
+        page = txn.search_params("Patient", [(param, value), ("_count", "0"),
+                                             ("_total", "accurate")])
+        out[column] = {value: min(max(int(page.total or 0), 1) / total, 1.0)}
     return out
 
 
@@ -266,7 +274,8 @@ def match(txn: Txn, patient: Resource, *, count: int = 10, only_certain: bool = 
     row = patient_row({**patient, "id": patient.get("id") or "-"})
     by_id = {p["id"]: p for p in found}
     scorer = stored_scorer(txn)
-    scored = scorer.score(row, [patient_row(p) for p in found], frequencies(txn, row))
+    scored = scorer.score(row, [patient_row(p) for p in found],
+                          frequencies(txn, row, scorer.tf_columns))
     matches = []
     for pair in scored:
         other = pair.right if pair.left == row["unique_id"] else pair.left
