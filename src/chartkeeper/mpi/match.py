@@ -2,8 +2,8 @@
 
 ``Patient/$match`` (FHIR R4), registration and every incoming Patient ask the same question
 the batch run answers, for one record: candidates come from the store's own search indexes
-(identifiers, birth date, phone, family name with birth year, given name with postal code),
-and each is scored with the stored trained model.
+(identifiers, phone, the birth date and its likely mistypings), and each is scored with the
+stored trained model.
 
 Scoring one record against a few hundred candidates through splink's public API costs about
 120 ms of SQL generation per call; so ``Scorer`` asks splink once per model for the SQL it
@@ -172,8 +172,37 @@ def stored_scorer(txn: Txn) -> Scorer:
 
 
 # ------------------------------------------------------------------------------ candidates
+def birth_date_variants(born: str) -> list[str]:
+    """The birth date as keyed, and the dates its commonest entry errors would give: two
+    neighbouring digits swapped (1927/1972, 03-12/03-21), day and month swapped, a day off."""
+    import datetime as dt
+
+    try:
+        day = dt.date.fromisoformat(born)
+    except ValueError:
+        return []
+    digits = born.replace("-", "")
+    found = {born}
+    for i in range(len(digits) - 1):
+        swapped = digits[:i] + digits[i + 1] + digits[i] + digits[i + 2:]
+        found.add(f"{swapped[:4]}-{swapped[4:6]}-{swapped[6:]}")
+    found.add(f"{digits[:4]}-{digits[6:]}-{digits[4:6]}")
+    found.update((day + dt.timedelta(days=d)).isoformat() for d in (-1, 1))
+    valid = []
+    for text in sorted(found):
+        try:
+            if dt.date.fromisoformat(text) <= dt.date.today():
+                valid.append(text)
+        except ValueError:
+            continue
+    return valid
+
+
 def _lookups(patient: Resource, row: dict[str, Any]) -> list[list[tuple[str, str]]]:
-    """The index lookups that find a record's candidates, most specific first."""
+    """The index lookups that find a record's candidates: each is one selective index probe
+    (an identifier, a phone, a birth date or one of its likely mistypings), cheap at any
+    size. Names alone are not: at a million patients a common surname is thousands of rows
+    (the batch run, which compares names with everything else, catches what this misses)."""
     lookups: list[list[tuple[str, str]]] = []
     for ident in patient.get("identifier", []) or []:
         if isinstance(ident, dict) and ident.get("value"):
@@ -183,18 +212,12 @@ def _lookups(patient: Resource, row: dict[str, Any]) -> list[list[tuple[str, str
     if row["ssn"] and not any(i.get("system") == SSN_SYSTEM
                               for i in patient.get("identifier", []) or []):
         lookups.append([("identifier", f"{SSN_SYSTEM}|{row['ssn']}")])
-    if row["dob"]:
-        lookups.append([("birthdate", row["dob"])])
     if row["phone"]:
         phone = next(t["value"] for t in patient.get("telecom", [])
                      if t.get("system") == "phone")
         lookups.append([("phone", str(phone))])
-    if row["surname"] and row["dob"]:
-        year = row["dob"][:4]
-        lookups.append([("family", row["surname"]), ("birthdate", f"ge{year}-01-01"),
-                        ("birthdate", f"le{year}-12-31")])
-    if row["first_name"] and row["postcode"]:
-        lookups.append([("given", row["first_name"]), ("address-postalcode", row["postcode"])])
+    if row["dob"]:
+        lookups += [[("birthdate", born)] for born in birth_date_variants(row["dob"])]
     return lookups
 
 
@@ -214,6 +237,8 @@ def candidates(txn: Txn, patient: Resource) -> list[Resource]:
 
 
 _totals: dict[int, tuple[float, int]] = {}
+# How many patients share a name (the term frequencies), counted at most every ten minutes.
+_counts: dict[tuple[int, str, str], tuple[float, int]] = {}
 
 
 def _patient_total(txn: Txn) -> int:
@@ -240,9 +265,15 @@ def frequencies(txn: Txn, row: dict[str, Any], columns: Iterable[str]
         param, value = TF_PARAMS.get(column), row.get(column)
         if param is None or not value or not isinstance(value, str):
             continue
-        page = txn.search_params("Patient", [(param, value), ("_count", "0"),
-                                             ("_total", "accurate")])
-        out[column] = {value: min(max(int(page.total or 0), 1) / total, 1.0)}
+        key = (id(txn.store), param, value)
+        cached = _counts.get(key)
+        if cached is None or time.monotonic() - cached[0] > 600:
+            page = txn.search_params("Patient", [(param, value), ("_count", "0"),
+                                                 ("_total", "accurate")])
+            cached = _counts[key] = (time.monotonic(), max(int(page.total or 0), 1))
+            if len(_counts) > 100_000:
+                _counts.clear()
+        out[column] = {value: min(cached[1] / total, 1.0)}
     return out
 
 

@@ -240,7 +240,9 @@ def _date_condition(value: str) -> tuple[Any, ColumnElement[bool]]:
     except ValueError as exc:
         raise InvalidRequest(f"'{text}' is not a valid FHIR date: {exc}") from exc
     if prefix == "eq":
-        cond = and_(t.c.low >= low, t.c.high <= high)
+        # low <= high on every row, so the value's range bounds low on both sides: the
+        # redundant upper bound lets the (param, low) index scan just that range.
+        cond = and_(t.c.low >= low, t.c.low <= high, t.c.high <= high)
     elif prefix == "ne":
         cond = or_(t.c.low < low, t.c.high > high)
     elif prefix == "gt":
