@@ -33,11 +33,18 @@ SYSTEM = Decider("batch", "him-technician", "automatic link")
 TECH = Decider("tech", "him-technician", "reviewed both charts")
 
 
-@pytest.fixture(scope="module")
-def home(patients_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("review") / "home"
+@pytest.fixture
+def home(patients_file: Path, tmp_path: Path) -> Path:
+    """A site's home whose store holds the hospital's patients (each test its own)."""
+    home = tmp_path / "home"
     store_copy(patients_file, home).dispose()
     return home
+
+
+def strict(batch: DedupeResult) -> Thresholds:
+    """A stricter site: the weaker half of the batch run's links goes to a person instead."""
+    ranked = sorted(p.probability for p in batch.links)
+    return Thresholds(auto_link=ranked[len(ranked) // 2], review=0.5)
 
 
 def chartkeeper(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -55,10 +62,7 @@ def rescore(store: Store, model: dict[str, Any], thresholds: Thresholds) -> Dedu
 def test_links_queue_and_decisions(home: Path, batch: DedupeResult) -> None:
     store = Store(f"sqlite:///{home / 'chartkeeper.sqlite'}")
     assert len(batch.links) > 10
-    # A stricter site: the weaker half of the links goes to a person instead.
-    ranked = sorted(p.probability for p in batch.links)
-    strict = Thresholds(auto_link=ranked[len(ranked) // 2], review=0.5)
-    result = rescore(store, batch.model, strict)
+    result = rescore(store, batch.model, strict(batch))
     assert result.review and result.links
     written = apply(store, result, SYSTEM)
     assert (written.linked, written.queued) == (len(result.links), len(result.review))
@@ -99,7 +103,7 @@ def test_links_queue_and_decisions(home: Path, batch: DedupeResult) -> None:
     # patient is no longer matched at all.
     forced = DedupeResult(2, links=[apart_pair])
     assert apply(store, forced, SYSTEM).kept_apart == 1
-    rerun = rescore(store, batch.model, strict)
+    rerun = rescore(store, batch.model, strict(batch))
     assert rerun.patients == result.patients - 1
     assert merge_pair.right not in {p for pair in rerun.links + rerun.review
                                     for p in (pair.left, pair.right)}
@@ -132,7 +136,10 @@ def test_links_queue_and_decisions(home: Path, batch: DedupeResult) -> None:
     store.dispose()
 
 
-def test_commands(home: Path) -> None:
+def test_commands(home: Path, batch: DedupeResult) -> None:
+    store = Store(f"sqlite:///{home / 'chartkeeper.sqlite'}")
+    apply(store, rescore(store, batch.model, strict(batch)), SYSTEM)
+    store.dispose()
     listed = chartkeeper(home, "mpi", "review", "--limit", "2")
     assert listed.returncode == 0, listed.stderr
     task = listed.stdout.split("Task/")[1].split()[0]
