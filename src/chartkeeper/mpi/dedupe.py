@@ -25,6 +25,7 @@ from chartkeeper.store import Store
 
 SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"
 PAGE = 1000
+M_FLOOR = 1e-5  # the least m a trained level keeps (see train)
 # The columns splink compares, in the order of ``settings()``'s comparisons.
 COMPARED = ("first_name", "surname", "dob", "sex", "postcode", "street", "phone", "ssn")
 
@@ -149,25 +150,66 @@ def patient_rows(store: Store) -> Iterator[dict[str, Any]]:
 
 
 def settings() -> Any:
-    """The comparisons and blocking rules, defined once."""
+    """The comparisons and blocking rules, defined once.
+
+    Blocking keeps the candidate pairs near linear in the number of patients: each rule joins
+    on a key that few patients share (an SSN, a phone, a birth date with an initial, a name
+    with part of the birth date, a name or initials with a postcode). A surname alone would
+    not: at a million patients each common surname pairs millions of strangers."""
+    import splink.comparison_level_library as cll
     import splink.comparison_library as cl
     from splink import SettingsCreator, block_on
+    from splink.blocking_rule_library import CustomRule
 
+    def name_levels(column: str) -> list[Any]:
+        """Exact (weighed by how common the name is), close by Jaro-Winkler, alike by a
+        phonetic code, less close."""
+        return [cll.ExactMatchLevel(column).configure(tf_adjustment_column=column),
+                cll.JaroWinklerLevel(column, 0.92), cll.JaroWinklerLevel(column, 0.88),
+                cll.ArrayIntersectLevel(f"{column}_phonetic", min_intersection=1),
+                cll.JaroWinklerLevel(column, 0.7)]
+
+    # Given and family name swapped is weighed once, as a level of the first name; for the
+    # surname it is a null level (no evidence), or the swap would count twice.
+    exact_first, *other_first = name_levels("first_name")
+    first_name = cl.CustomComparison(output_column_name="first_name", comparison_levels=[
+        cll.NullLevel("first_name"), exact_first,
+        cll.ColumnsReversedLevel("first_name", "surname", symmetrical=True).configure(
+            label_for_charts="given and family name swapped"),
+        *other_first, cll.ElseLevel()])
+    surname = cl.CustomComparison(output_column_name="surname", comparison_levels=[
+        cll.Or(cll.NullLevel("surname"),
+               cll.ColumnsReversedLevel("first_name", "surname", symmetrical=True)).configure(
+            is_null_level=True,
+            label_for_charts="surname is null, or swapped with the given name (weighed by "
+                             "first_name)"),
+        *name_levels("surname"), cll.ElseLevel()])
     return SettingsCreator(
         link_type="dedupe_only",
         blocking_rules_to_generate_predictions=[
-            block_on("surname"), block_on("dob"), block_on("phone"), block_on("ssn"),
-            block_on("first_name", "postcode"),
+            block_on("ssn"), block_on("phone"),
+            # a birth date, and an initial or the postcode: a birth date alone pairs about 16
+            # million strangers among a million patients, a placeholder date far more
+            CustomRule("l.dob = r.dob and (substr(l.first_name, 1, 1) = substr(r.first_name, 1, 1)"
+                       " or substr(l.surname, 1, 1) = substr(r.surname, 1, 1)"
+                       " or substr(l.first_name, 1, 1) = substr(r.surname, 1, 1)"
+                       " or substr(l.surname, 1, 1) = substr(r.first_name, 1, 1)"
+                       " or l.postcode = r.postcode)"),
+            # a full name and the birth year, or the birth month and day (one of them mistyped)
+            block_on("first_name", "surname", "substr(dob, 1, 4)"),
+            block_on("first_name", "surname", "substr(dob, 6, 5)"),
+            CustomRule("l.first_name = r.surname and l.surname = r.first_name"),  # swapped
+            block_on("surname", "postcode"), block_on("first_name", "postcode"),
             block_on("substr(first_name, 1, 1)", "substr(surname, 1, 1)", "postcode"),
         ],
         comparisons=[
-            cl.NameComparison("first_name", dmeta_col_name="first_name_phonetic"),
-            cl.NameComparison("surname", dmeta_col_name="surname_phonetic"),
+            first_name, surname,
             cl.DateOfBirthComparison("dob", input_is_string=True),
-            cl.ExactMatch("sex"), cl.ExactMatch("postcode"),
+            cl.ExactMatch("sex"),
+            cl.DamerauLevenshteinAtThresholds("postcode", [1]),
             cl.LevenshteinAtThresholds("street", [2]),
-            cl.LevenshteinAtThresholds("phone", [1]),
-            cl.LevenshteinAtThresholds("ssn", [1]),
+            cl.DamerauLevenshteinAtThresholds("phone", [1]),
+            cl.DamerauLevenshteinAtThresholds("ssn", [1]),
         ],
         retain_matching_columns=True,
         retain_intermediate_calculation_columns=True,
@@ -226,21 +268,49 @@ def dedupe_rows(rows: list[dict[str, Any]], thresholds: Thresholds | None = None
 
 def train(linker: Any) -> str:
     """Estimate the model's parameters from the linker's own records: lambda from two
-    deterministic rules, u by random sampling, m by EM on two independent blockings. Returns
-    why it could not, or ""."""
+    deterministic rules, u by random sampling, m by EM on two independent blockings (a birth
+    date; a full name). u and each EM session sample at most two million pairs, and EM
+    iterates on the counts of agreement patterns without term frequencies (prediction uses
+    them), so training stays bounded as the patients grow. The samples are seeded: the same
+    records train the same model. Returns why it could not, or ""."""
     from splink import block_on
     from splink.internals.exceptions import EMTrainingException
 
+    most_pairs = 2_000_000
     linker.training.estimate_probability_two_random_records_match(
         [block_on("ssn"), block_on("first_name", "surname", "dob")], recall=0.9)
-    linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000)
+    linker.training.estimate_u_using_random_sampling(max_pairs=most_pairs, seed=1)
+    # Random pairs are (almost all) non-matches. A level that none of them reached (an exact
+    # SSN: strangers do not share one) gets no u from splink, which would fall back on a
+    # generic default that weighs an exact SSN below a near one. Seen in none of n pairs,
+    # u is at most 3/n (95%, the rule of three): use that bound.
+    records = 0
+    for table in linker._input_tables_dict.values():
+        counted = linker.misc.query_sql(f"select count(*) as n from {table.physical_name}")
+        records += int(counted.as_record_list()[0]["n"])
+        counted.drop_table_from_database_and_remove_from_cache()
+    sampled = min(most_pairs, records * (records - 1) // 2)
+    for comparison in linker._settings_obj.comparisons:
+        for level in comparison.comparison_levels:
+            if sampled and not level.is_null_level and level._u_probability is None:
+                level.u_probability = min(1.0, 3 / sampled)
     try:
-        linker.training.estimate_parameters_using_expectation_maximisation(block_on("dob"))
-        linker.training.estimate_parameters_using_expectation_maximisation(block_on("surname"))
+        for blocking in (block_on("dob"), block_on("first_name", "surname")):
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                blocking, estimate_without_term_frequencies=True, max_pairs=most_pairs)
     except EMTrainingException as exc:
         # Too few comparable records to learn how much agreement means: link nothing rather
         # than guess (an overlay is far worse than a missed duplicate).
         return f"not enough comparable records to train the model ({exc})"[:500]
+    # EM gives a level that no duplicate in the training data reached (a year typed with two
+    # digits swapped, a sex keyed wrongly) an m near 0: a weight of -200 bits, a veto no
+    # other field can outweigh. Real registrations do make those errors; floor m so that a
+    # single disagreeing field weighs at most about as much as an exact SSN agreeing.
+    for comparison in linker._settings_obj.comparisons:
+        for level in comparison.comparison_levels:
+            if not level.is_null_level and isinstance(level._m_probability, float) and \
+                    level._m_probability < M_FLOOR:
+                level.m_probability = M_FLOOR
     return ""
 
 
