@@ -31,6 +31,14 @@ class Settings:
     completion_rules: str = ""
     # The site's retention periods (a TOML file); empty: the defaults.
     retention_rules: str = ""
+    # What a merge does with the prior patient's records: "repoint" them to the survivor, or
+    # "federate" (leave them; the chart follows the link).
+    mpi_merge_mode: str = "repoint"
+
+    def __post_init__(self) -> None:
+        if self.mpi_merge_mode not in ("repoint", "federate"):
+            raise ValueError("CHARTKEEPER_MPI_MERGE_MODE must be repoint or federate, got "
+                             f"{self.mpi_merge_mode!r}")
 
     @property
     def audit_url(self) -> str:
@@ -67,4 +75,5 @@ class Settings:
             audit_database_url=os.environ.get("CHARTKEEPER_AUDIT_DATABASE_URL", ""),
             completion_rules=os.environ.get("CHARTKEEPER_COMPLETION_RULES", ""),
             retention_rules=os.environ.get("CHARTKEEPER_RETENTION_RULES", ""),
+            mpi_merge_mode=os.environ.get("CHARTKEEPER_MPI_MERGE_MODE", cls.mpi_merge_mode),
         )

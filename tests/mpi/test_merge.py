@@ -16,6 +16,7 @@ from chartkeeper.mpi.merge import (
     decisions_of,
     link,
     merge,
+    replaced_by,
     undo,
     undone_by,
 )
@@ -192,3 +193,36 @@ def test_refusals_change_nothing(store: Store) -> None:
     with store.write() as txn, pytest.raises(DecisionRefused, match="was merged into"):
         link(txn, prior, survivor, HIM)
     assert set(snapshot(store)) - set(before) != set()  # the merge itself landed
+
+
+def test_the_sites_merge_mode_is_a_setting(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from chartkeeper.settings import Settings
+
+    with pytest.raises(ValueError, match="repoint or federate"):
+        Settings(mpi_merge_mode="glue")
+    home = tmp_path / "home"
+    home.mkdir()
+    store = Store(f"sqlite:///{home / 'chartkeeper.sqlite'}")
+    store.create_schema()
+    with store.write() as txn:
+        for pid in ("keep", "old"):
+            txn.update("Patient", pid, {"resourceType": "Patient", "id": pid,
+                                        "name": [{"family": "Vale", "given": ["Ada"]}]})
+        txn.create({"resourceType": "Encounter", "status": "finished",
+                    "class": {"code": "AMB"}, "subject": {"reference": "Patient/old"}})
+    env = dict(os.environ, CHARTKEEPER_HOME=str(home), CHARTKEEPER_MPI_MERGE_MODE="federate")
+    env.pop("CHARTKEEPER_DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "-m", "chartkeeper.cli", "mpi", "merge", "keep",
+                           "old", "--reason", "one person"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "0 re-pointed" in done.stdout
+    with store.read() as txn:
+        assert [e["subject"]["reference"] for e in
+                txn.search_params("Encounter", []).matches] == ["Patient/old"]
+        assert replaced_by(txn.read("Patient", "old")) == "keep"
+    store.dispose()

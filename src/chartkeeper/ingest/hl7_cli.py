@@ -40,7 +40,7 @@ async def run_listener(host: str, port: int, settings: Settings,
 
     store = open_store(settings)
     create_ingest_schema(store.engine)
-    ingestor = Hl7Ingestor(store)
+    ingestor = Hl7Ingestor(store, merge_mode=settings.mpi_merge_mode)
     try:
         server = await serve(host, port, ingestor.ingest, max_message_bytes=max_message_bytes,
                              on_exchange=lambda e: typer.echo(exchange_line(e), err=True))

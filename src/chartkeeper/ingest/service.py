@@ -69,8 +69,9 @@ class IngestResult:
 class Hl7Ingestor:
     """Maps each HL7 v2 message to FHIR and stores it whole, or not at all."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, merge_mode: str = "repoint") -> None:
         self.store = store
+        self.merge_mode = merge_mode  # for ADT merges: the site's CHARTKEEPER_MPI_MERGE_MODE
 
     def ingest(self, text: str, received: datetime | None = None) -> IngestResult:
         """Store one message; raises ``HL7Error`` for a message we refuse (nothing stored).
@@ -92,7 +93,8 @@ class Hl7Ingestor:
                 new_patients: list[Resource] = []
                 created, updated = store_transaction(txn, bundle, ids, new_patients)
                 if merging is not None:
-                    done = merge_records(txn, message, ids[merging[0]], ids[merging[1]])
+                    done = merge_records(txn, message, ids[merging[0]], ids[merging[1]],
+                                         self.merge_mode)
                     created += done.created
                     updated += done.updated
                 else:
@@ -183,7 +185,8 @@ class _Written:
     updated: int
 
 
-def merge_records(txn: Txn, message: Message, survivor: str, prior: str) -> _Written:
+def merge_records(txn: Txn, message: Message, survivor: str, prior: str,
+                  mode: str = "repoint") -> _Written:
     """ADT^A34/A39/A40 through the MPI's merge: the prior Patient's records move to the
     survivor, the sender is the decider and the message the reason. A prior merged into this
     survivor already (the merge sent again under another control id) is left as it is."""
@@ -198,7 +201,8 @@ def merge_records(txn: Txn, message: Message, survivor: str, prior: str) -> _Wri
         return _Written(0, 0)
     decider = Decider(_sender(message), "interface",
                       f"ADT^{message.trigger} message {message.control_id}")
-    outcome = merge(txn, survivor_id, prior_id, decider)
+    outcome = merge(txn, survivor_id, prior_id, decider,
+                    mode="federate" if mode == "federate" else "repoint")
     return _Written(1, len(outcome.targets))
 
 

@@ -159,15 +159,18 @@ def merge_command(
     survivor: Annotated[str, typer.Argument(help="id of the Patient that stays")],
     prior: Annotated[str, typer.Argument(help="id of the Patient merged into it")],
     reason: Reason,
-    federate: Annotated[bool, typer.Option(
-        "--federate", help="leave the clinical records on the prior Patient")] = False,
+    federate: Annotated[bool | None, typer.Option(
+        "--federate/--repoint", help="leave the clinical records on the prior Patient, or "
+                                     "re-point them (default: CHARTKEEPER_MPI_MERGE_MODE)")
+                        ] = None,
 ) -> None:
     """Merge two registrations of one person; undo with `chartkeeper mpi undo`."""
     decider = operator(reason)
     with opened() as (settings, store):
+        mode = settings.mpi_merge_mode if federate is None else (
+            "federate" if federate else "repoint")
         with store.write() as txn:
-            outcome = merge(txn, survivor, prior, decider,
-                            mode="federate" if federate else "repoint")
+            outcome = merge(txn, survivor, prior, decider, mode=mode)  # type: ignore[arg-type]
         audit(settings, decider, "merge", [survivor, prior], outcome)
     report(outcome)
 
@@ -235,7 +238,8 @@ def decide_command(
         with store.write() as txn:
             pair = get_review(txn, task)
             outcome = decide(txn, task, verdict, decider,  # type: ignore[arg-type]
-                             survivor=survivor)
+                             survivor=survivor, mode=settings.mpi_merge_mode,  # type: ignore[arg-type]
+                             )
         audit(settings, decider, verdict, [pair.left, pair.right], outcome, task=task)
     if outcome is not None:
         report(outcome)

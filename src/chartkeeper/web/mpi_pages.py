@@ -256,7 +256,8 @@ async def decision(request: Request, task_id: str) -> Response:
         access.details["decision"] = verdict
         with store.write() as txn:
             outcome = decide(txn, task_id, verdict,  # type: ignore[arg-type]
-                             decider, survivor=survivor or None)
+                             decider, survivor=survivor or None,
+                             mode=request.app.state.settings.mpi_merge_mode)
             if outcome is not None:
                 access.details["provenance"] = outcome.provenance_id
                 access.details["versions"] = outcome.targets[:50]
