@@ -99,8 +99,8 @@ def test_match_finds_the_second_registrations(hospital: tuple[Store, Path],
     with store.read() as txn:
         for duplicate, first in cases:
             query = {k: v for k, v in copy.deepcopy(duplicate).items() if k not in ("id", "meta")}
+            # the query is the second registration itself, stored: it finds itself too
             matches = match(txn, query, count=3)
-            assert all(m.patient["id"] != duplicate["id"] or True for m in matches)
             top = [m for m in matches if m.patient["id"] != duplicate["id"]]
             if top and top[0].patient["id"] == first:
                 found += 1
