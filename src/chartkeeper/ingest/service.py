@@ -257,8 +257,6 @@ def store_transaction(txn: Txn, bundle: Resource, ids: dict[str, str] | None = N
         _resolve_conditional_references(txn, resource)
         rtype, resource_id = ids[entry["fullUrl"]].split("/")
         resource["id"] = resource_id
-        if rtype == "Patient":
-            _check_links(resource)
         if entry["request"]["method"] == "PUT":
             if rtype == "Patient":
                 stored = _current(txn, rtype, resource_id)
@@ -316,15 +314,6 @@ def _list_key(element: str, item: Resource) -> tuple[Any, Any]:
     if element == "link":
         return item["other"].get("reference"), item.get("type")
     return item.get("system"), item.get("value")
-
-
-def _check_links(patient: Resource) -> None:
-    own = f"Patient/{patient['id']}"
-    for link in patient.get("link", []):
-        if link["other"].get("reference") == own:
-            raise PreconditionFailed(
-                f"the merge links {own} to itself: the surviving and the prior patient "
-                "identifiers (PID-3, MRG-1) name the same stored Patient")
 
 
 def _resolve_conditional_references(txn: Txn, node: Any) -> None:
