@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,12 +58,18 @@ def store_copy(patients_file: Path, folder: Path, name: str = "chartkeeper.sqlit
     return store
 
 
-def true_pairs(store: Store, hospital: Path) -> set[frozenset[str]]:
-    """The answer key's duplicate registrations as pairs of Patient ids (measuring only)."""
+def all_patients(store: Store) -> list[dict[str, Any]]:
+    """The hospital's Patients (fewer than 2,000: two pages)."""
     with store.read() as txn:
         patients = txn.search_params("Patient", [("_count", "1000")]).matches
         patients += txn.search_params("Patient", [("_count", "1000"),
                                                   ("_offset", "1000")]).matches
+    return patients
+
+
+def true_pairs(store: Store, hospital: Path) -> set[frozenset[str]]:
+    """The answer key's duplicate registrations as pairs of Patient ids (measuring only)."""
+    patients = all_patients(store)
     by_mrn = {i["value"]: p["id"] for p in patients for i in p.get("identifier", [])
               if i.get("system") == MRN_SYSTEM}
     pairs = set()

@@ -19,7 +19,7 @@ from chartkeeper.store import Store
 from chartkeeper.store.errors import StoreError
 from chartkeeper.synth.people import MRN_SYSTEM
 from tests.api.conftest import make_client, make_settings
-from tests.mpi.conftest import store_copy
+from tests.mpi.conftest import all_patients, store_copy
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +38,9 @@ def trained(batch: DedupeResult) -> dict[str, Any]:
     return batch.model
 
 
-def patients(store: Store) -> list[dict[str, Any]]:
-    with store.read() as txn:
-        found = txn.search_params("Patient", [("_count", "1000")]).matches
-        found += txn.search_params("Patient", [("_count", "1000"), ("_offset", "1000")]).matches
-    return found
-
-
 def second_registrations(store: Store, folder: Path) -> list[tuple[dict[str, Any], str]]:
     """(the second registration, the first one's id) for each duplicate in the answer key."""
-    everyone = patients(store)
+    everyone = all_patients(store)
     by_mrn = {i["value"]: p for p in everyone for i in p.get("identifier", [])
               if i.get("system") == MRN_SYSTEM}
     out = []
@@ -65,7 +58,7 @@ def test_the_compiled_scorer_gives_splinks_numbers(hospital: tuple[Store, Path],
     from splink import DuckDBAPI, Linker
 
     store, folder = hospital
-    rows = [patient_row(p) for p in patients(store)[:300]]
+    rows = [patient_row(p) for p in all_patients(store)[:300]]
     record = {**rows[7], "unique_id": "new"}
     scorer = Scorer(trained)
     assert {"first_name", "surname"} <= set(scorer.tf_columns)
@@ -113,7 +106,7 @@ def test_match_finds_the_second_registrations(hospital: tuple[Store, Path],
 def test_thin_and_odd_records_are_never_certain(hospital: tuple[Store, Path],
                                                 trained: dict[str, Any]) -> None:
     store, _ = hospital
-    someone = patients(store)[3]
+    someone = all_patients(store)[3]
     thin = {"resourceType": "Patient", "name": [{"family": someone["name"][0]["family"]}],
             "gender": someone.get("gender")}
     kanji = {"resourceType": "Patient", "name": [{"family": "山田", "given": ["太郎"]}],
@@ -155,7 +148,7 @@ def test_match_and_registration_check_over_the_api(database_url: str, tmp_path: 
     store = Store(database_url)
     store.create_schema()
     with store.write() as txn:  # the index and its model, without the second registration
-        txn.create_many([p for p in patients(source) if p["id"] != duplicate["id"]])
+        txn.create_many([p for p in all_patients(source) if p["id"] != duplicate["id"]])
         save_model(txn, trained)
     query = {k: v for k, v in duplicate.items() if k not in ("id", "meta")}
     with make_client(make_settings(tmp_path, database_url), store) as client:
@@ -198,7 +191,7 @@ def test_an_adt_registration_is_checked(sqlite_url: str, hospital: tuple[Store, 
     store.create_schema()
     create_ingest_schema(store.engine)
     with store.write() as txn:
-        txn.create_many([p for p in patients(source) if p["id"] != duplicate["id"]])
+        txn.create_many([p for p in all_patients(source) if p["id"] != duplicate["id"]])
         save_model(txn, trained)
     name, address = duplicate["name"][0], duplicate["address"][0]
     phone = next((t["value"] for t in duplicate.get("telecom", [])), "")
