@@ -1,0 +1,466 @@
+"""Computer-assisted coding: ICD-10-CM suggestions for a clinical text, each with its evidence.
+
+The text is cut into sections (medspaCy's sectionizer) and clauses; each clause is matched
+against the code titles and inclusion terms (``terms.TermIndex``); each mention then goes
+through medspaCy's ConText, so that negated, family, hypothetical and historical mentions are
+not coded as current conditions, and uncertain ones only where the inpatient guideline
+(Section II.H / III.C) allows: in the final diagnoses of a stay.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from spacy.language import Language
+from spacy.tokens import Doc, Span
+
+from chartkeeper.coding.terms import Match, TermIndex, Word, words
+
+Setting = Literal["inpatient", "outpatient"]
+SETTINGS: tuple[Setting, ...] = ("inpatient", "outpatient")
+
+# How much a mention in each section says that the condition was addressed at this visit.
+# Sections not named here (medications, allergies, exam, labs, family and social history,
+# the header) are not coded from.
+SECTION_WEIGHT: dict[str, float] = {
+    "diagnoses": 1.0,
+    "observation_and_plan": 0.95,
+    "problem_list": 0.8,
+    "impression": 0.45,
+    "imaging": 0.35,
+    "chief_complaint": 0.45,
+    "history_of_present_illness": 0.55,
+    "hospital_course": 0.7,
+    "reason_for_examination": 0.45,
+    "past_medical_history": 0.35,
+    "procedures": 0.3,
+    "plan": 0.3,
+}
+SYMPTOM_WEIGHT = 0.4  # a symptom mentioned in passing, not listed as a diagnosis
+_LISTED = frozenset({"diagnoses", "observation_and_plan", "impression"})
+BULLET_WEIGHT = 0.4  # a "- ..." line in an assessment and plan is an action, not a diagnosis
+PROPOSE_AT = 0.5  # suggestions at or above this confidence are proposed; the rest are offered
+
+# Section headings clinical notes use that medspaCy's default rules lack ("Assessment and Plan"
+# is a section, not two words of text).
+_SECTION_RULES: tuple[tuple[str, str], ...] = (
+    ("ASSESSMENT AND PLAN:", "observation_and_plan"),
+    ("ASSESSMENT & PLAN:", "observation_and_plan"),
+    ("A/P:", "observation_and_plan"),
+    ("IMPRESSION:", "impression"),
+    ("IMPRESSION AND PLAN:", "observation_and_plan"),
+    ("DISCHARGE DIAGNOSES:", "diagnoses"),
+    ("DISCHARGE DIAGNOSIS:", "diagnoses"),
+    ("FINAL DIAGNOSES:", "diagnoses"),
+    ("FINAL DIAGNOSIS:", "diagnoses"),
+    ("ADMITTING DIAGNOSIS:", "diagnoses"),
+    ("ADMISSION DIAGNOSIS:", "diagnoses"),
+    ("PREOPERATIVE DIAGNOSIS:", "diagnoses"),
+    ("POSTOPERATIVE DIAGNOSIS:", "diagnoses"),
+    ("DIAGNOSIS:", "diagnoses"),
+    ("DIAGNOSES:", "diagnoses"),
+    ("SUBJECTIVE:", "history_of_present_illness"),
+    ("PLAN:", "plan"),
+    ("OBJECTIVE:", "physical_exam"),
+    ("PROCEDURES:", "procedures"),
+    ("PROCEDURE:", "procedures"),
+    ("PROCEDURE PERFORMED:", "procedures"),
+    ("FINDINGS:", "imaging"),
+    ("HOSPITAL COURSE:", "hospital_course"),
+    ("DISCHARGE MEDICATIONS:", "medications"),
+    ("FOLLOW-UP:", "patient_instructions"),
+    ("DISPOSITION:", "patient_instructions"),
+    ("CONDITION AT DISCHARGE:", "patient_instructions"),
+    ("LABS AND DATA:", "labs_and_studies"),
+    ("REVIEW OF SYSTEMS:", "review_of_systems"),
+    ("PHYSICAL EXAM:", "physical_exam"),
+    ("PAST SURGICAL HISTORY:", "past_surgical_history"),
+    ("ESTIMATED BLOOD LOSS:", "other"),
+    ("SURGEON:", "other"),
+    ("ANESTHESIA:", "other"),
+    ("INDICATIONS:", "reason_for_examination"),
+    ("INDICATION:", "reason_for_examination"),
+    ("TECHNIQUE:", "other"),
+    ("COMPARISON:", "other"),
+    ("CLINICAL HISTORY:", "reason_for_examination"),
+)
+
+# ConText fixes clinical text needs: "without complications" is part of a diagnosis, not a
+# negation; "felt unlikely" and "less likely" look back at what they doubt.
+_CONTEXT_RULES: tuple[tuple[str, str, str], ...] = (
+    ("without complications", "PSEUDO", "FORWARD"),
+    ("without complication", "PSEUDO", "FORWARD"),
+    ("without mention of", "PSEUDO", "FORWARD"),
+    ("without abnormal findings", "PSEUDO", "FORWARD"),
+    ("without hematuria", "PSEUDO", "FORWARD"),
+    ("less likely", "POSSIBLE_EXISTENCE", "BACKWARD"),
+    ("felt less likely", "POSSIBLE_EXISTENCE", "BACKWARD"),
+    ("felt unlikely", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("unlikely", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("felt low probability", "NEGATED_EXISTENCE", "BACKWARD"),
+    # The uncertainty words of guideline Section II.H that medspaCy's rules lack.
+    ("probable", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("probably", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("suspected", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("likely", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("questionable", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("presumed", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("compatible with", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("consistent with", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("still to be ruled out", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("r/o", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("rule out", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("ppx", "HYPOTHETICAL", "BACKWARD"),
+    ("prophylaxis", "HYPOTHETICAL", "BACKWARD"),
+    ("hx of", "HISTORICAL", "FORWARD"),
+    ("h/o", "HISTORICAL", "FORWARD"),
+    ("history of", "HISTORICAL", "FORWARD"),
+)
+
+_CLAUSE_BREAK = re.compile(r"[;:#\n]|(?<!\d)\.(?!\d)|\s-\s|^\s*-\s|\b\d{1,2}\.\s", re.M)
+_AGE = re.compile(r"\b(\d{1,3})[- ]?(?:years?[- ]old|year-old|yo|y/o|y\.o\.)", re.I)
+_GRAVIDA = re.compile(r"\bG(\d{1,2})\s?P\d", re.I)
+_WEEKS = re.compile(r"\b(\d{1,2})\s*(?:weeks|wks|w)\b(?!\s*ago)", re.I)
+_DELIVERED = re.compile(r"\b(?:delivered|cesarean section|c-section|vaginal delivery|"
+                        r"normal delivery|NSVD|SVD)\b", re.I)
+_SIGNATURE = re.compile(r"\b(?:MD|DO|signed|dictated|electronically|attending|author)\b")
+_PRINCIPAL_LABEL = re.compile(r"\bprincipal\b", re.I)
+
+
+class SuggestError(ValueError):
+    """A request for suggestions that cannot be answered (empty text, unknown setting)."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    start: int
+    end: int
+    text: str
+    section: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "text": self.text, "section": self.section}
+
+
+@dataclass
+class Suggestion:
+    code: str
+    display: str
+    confidence: float
+    evidence: list[Evidence] = field(default_factory=list)
+    proposed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "display": self.display,
+                "confidence": round(self.confidence, 3), "proposed": self.proposed,
+                "evidence": [item.to_json() for item in self.evidence]}
+
+
+@dataclass
+class Suggestions:
+    diagnoses: list[Suggestion]
+    principal: str | None
+    procedures: list[Suggestion]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"diagnoses": [s.to_json() for s in self.diagnoses], "principal": self.principal,
+                "procedures": [s.to_json() for s in self.procedures]}
+
+
+@dataclass(frozen=True)
+class _Mention:
+    match: Match
+    start: int
+    end: int
+    section: str
+    clause_start: int
+    coverage: float
+    principal_label: bool
+    bullet: bool
+
+
+def build_pipeline() -> Language:
+    """medspaCy: sentence splitting (PyRuSH), the sectionizer and ConText, with our rules."""
+    import medspacy
+    from loguru import logger
+    from medspacy.context import ConTextRule
+    from medspacy.section_detection import SectionRule
+
+    # PyRuSH logs every token it reads at DEBUG: that is note text, never to be logged.
+    logger.disable("PyRuSH")
+
+    nlp: Language = medspacy.load(medspacy_enable=["medspacy_pyrush"])
+    sectionizer: Any = nlp.add_pipe("medspacy_sectionizer",
+                               config={"require_start_line": True, "input_span_type": "group",
+                                       "rules": None})
+    ours = {literal.lower().rstrip(":") for literal, _ in _SECTION_RULES}
+    defaults = [rule for rule in SectionRule.from_json(sectionizer.DEFAULT_RULES_FILEPATH)
+                if rule.literal.lower().rstrip(":") not in ours]
+    sectionizer.add([*defaults,
+                     *(SectionRule(literal, category) for literal, category in _SECTION_RULES)])
+    context: Any = nlp.add_pipe("medspacy_context", config={"input_span_type": "group"})
+    context.add([ConTextRule(literal, category, direction=direction)
+                 for literal, category, direction in _CONTEXT_RULES])
+    return nlp
+
+
+class Coder:
+    """Suggests ICD-10-CM codes for clinical text from the titles of one code-set release."""
+
+    def __init__(self, diagnoses: TermIndex, displays: dict[str, str],
+                 nlp: Language | None = None) -> None:
+        self.diagnoses = diagnoses
+        self.displays = displays
+        self.nlp = nlp or build_pipeline()
+
+    def suggest(self, text: str, setting: str, *, age: int | None = None,
+                limit: int = 25) -> Suggestions:
+        if setting not in SETTINGS:
+            raise SuggestError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
+        if not text or not text.strip():
+            raise SuggestError("text is empty: nothing to code")
+        doc = self._sections_doc(text)
+        facts = _document_facts(text, age)
+        mentions = list(self._mentions(doc, text, facts))
+        kept = self._in_context(doc, mentions, setting)
+        diagnoses = self._rank(kept, limit)
+        diagnoses = self._obstetric_outcome(text, diagnoses)
+        principal = self._principal(diagnoses, kept, setting)
+        return Suggestions(diagnoses, principal, [])
+
+    def _sections_doc(self, text: str) -> Doc:
+        doc = self.nlp.make_doc(text)
+        doc.spans["medspacy_spans"] = []
+        for name, component in self.nlp.pipeline:
+            if name == "medspacy_context":
+                break
+            doc = component(doc)
+        # A line that starts a list item or a heading starts a sentence, so that a negation
+        # ("Denies chest pain") never reaches into the next item or section.
+        for token in doc[:-1]:
+            following = doc[token.i + 1]
+            if "\n" in token.text and (following.is_upper or following.is_digit
+                                        or following.text[:1] in "-#*•"
+                                        or "\n\n" in token.text):
+                following.is_sent_start = True
+        return doc
+
+    def _mentions(self, doc: Doc, text: str, facts: frozenset[str]) -> Iterator[_Mention]:
+        for section in doc._.sections:
+            category = section.category or "other"
+            if category not in SECTION_WEIGHT:
+                continue
+            body = doc[section.body_start:section.body_end]
+            yield from self._section_mentions(text, body.start_char, body.end_char, category,
+                                              facts)
+
+    def _section_mentions(self, text: str, start: int, end: int, category: str,
+                          facts: frozenset[str]) -> Iterator[_Mention]:
+        for clause_start, clause_end, bullet in _clauses(text, start, end):
+            clause = text[clause_start:clause_end]
+            if _SIGNATURE.search(clause):
+                continue  # "Signed by Alexander ..." names a clinician, not a disease
+            found = words(clause, clause_start)
+            if not found:
+                continue
+            present = frozenset(w.text for w in found)
+            labelled = bool(_PRINCIPAL_LABEL.search(text[max(start, clause_start - 12):
+                                                         clause_end]))
+            for match in _distinct(self.diagnoses.matches(present | _facts_for(present, facts))):
+                span = _span_of(found, match.covered)
+                if span is None:
+                    continue
+                coverage = len(match.covered & present) / len(present)
+                yield _Mention(match, span[0], span[1], category, clause_start, coverage,
+                               labelled, bullet)
+
+    def _in_context(self, doc: Doc, mentions: list[_Mention],
+                    setting: str) -> list[tuple[_Mention, float]]:
+        spans: list[Span] = []
+        for mention in mentions:
+            span = doc.char_span(mention.start, mention.end, alignment_mode="expand")
+            spans.append(span if span is not None else doc[0:1])
+        doc.spans["medspacy_spans"] = spans
+        doc = self.nlp.get_pipe("medspacy_context")(doc)
+        kept: list[tuple[_Mention, float]] = []
+        for mention, span in zip(mentions, doc.spans["medspacy_spans"], strict=True):
+            if span._.is_negated or span._.is_family or span._.is_hypothetical:
+                continue
+            weight = SECTION_WEIGHT[mention.section]
+            if mention.bullet:
+                weight *= BULLET_WEIGHT
+            if mention.match.term.code.startswith("R") and not (
+                    mention.section in _LISTED and mention.coverage >= 0.5):
+                # Signs and symptoms routine to a disease are not coded beside it (guideline
+                # I.B.5): a symptom is coded when the provider lists it as a diagnosis.
+                weight *= SYMPTOM_WEIGHT
+            if span._.is_uncertain:
+                # Uncertain diagnoses are coded as if established only for inpatient stays, and
+                # only as the final diagnoses; outpatient, the symptoms are coded instead.
+                if setting != "inpatient" or mention.section != "diagnoses":
+                    continue
+                weight *= 0.85
+            if span._.is_historical and mention.section not in ("diagnoses",
+                                                                  "observation_and_plan"):
+                continue
+            quality = max(0.55, 1.0 - 0.06 * mention.match.missing_defaults)
+            kept.append((mention, weight * quality * (0.55 + 0.45 * mention.coverage)))
+        return kept
+
+    def _rank(self, kept: list[tuple[_Mention, float]], limit: int) -> list[Suggestion]:
+        by_code: dict[str, Suggestion] = {}
+        first_seen: dict[str, int] = {}
+        for mention, confidence in kept:
+            code = mention.match.term.code
+            suggestion = by_code.get(code)
+            if suggestion is None:
+                suggestion = by_code[code] = Suggestion(code, self.displays.get(code, code), 0.0)
+                first_seen[code] = mention.start
+            suggestion.confidence = 1 - (1 - suggestion.confidence) * (1 - confidence)
+            suggestion.evidence.append(Evidence(mention.start, mention.end, "", mention.section))
+        for suggestion in by_code.values():
+            suggestion.confidence = min(0.99, suggestion.confidence)
+            suggestion.proposed = suggestion.confidence >= PROPOSE_AT
+            suggestion.evidence.sort(key=lambda e: (-SECTION_WEIGHT[e.section], e.start))
+            del suggestion.evidence[5:]
+        ranked = sorted(by_code.values(), key=lambda s: (-s.confidence, first_seen[s.code]))
+        return ranked[:limit]
+
+    def _obstetric_outcome(self, text: str, diagnoses: list[Suggestion]) -> list[Suggestion]:
+        """A delivery adds its outcome (Z37, guideline I.C.15.b.5); one with no complication
+        coded is O80; the pregnant state code Z33.1 is for pregnancies incidental to the visit
+        and goes when a chapter 15 code is there."""
+        found = _DELIVERED.search(text)
+        if not found:
+            return diagnoses
+        evidence = [Evidence(found.start(), found.end(), "", "procedures")]
+        complications = [s for s in diagnoses
+                         if s.proposed and s.code.startswith("O") and s.code != "O80"]
+        kept = [s for s in diagnoses if s.code not in ("Z33.1", "Z33.2")]
+        if not complications and "O80" in self.displays:
+            kept = [s for s in kept if s.code != "O80"]
+            kept.insert(0, Suggestion("O80", self.displays["O80"], 0.9, evidence, True))
+        outcome = "Z37.2" if re.search(r"\btwins?\b", text, re.I) else "Z37.0"
+        if outcome in self.displays and all(s.code != outcome for s in kept):
+            kept.append(Suggestion(outcome, self.displays[outcome], 0.85, evidence, True))
+        return kept
+
+    def _principal(self, diagnoses: list[Suggestion], kept: list[tuple[_Mention, float]],
+                   setting: str) -> str | None:
+        # External causes and birth outcomes are never first-listed (I.C.20.a, I.C.15.b.5);
+        # a stay with a delivery is principally the pregnancy's (I.C.15.b.4).
+        proposed = {s.code for s in diagnoses if s.proposed and _may_be_principal(s.code)}
+        obstetric = [s.code for s in diagnoses if s.code in proposed and s.code[0] == "O"]
+        if setting == "inpatient" and obstetric and any(s.code == "O80" for s in diagnoses):
+            return obstetric[0]
+        if not proposed:
+            return diagnoses[0].code if diagnoses else None
+        if setting == "inpatient":
+            labelled = [m for m, _ in kept if m.principal_label and m.match.term.code in proposed]
+            if labelled:
+                return max(labelled, key=lambda m: m.match.score).match.term.code
+            listed = [m for m, _ in kept
+                      if m.section == "diagnoses" and m.match.term.code in proposed]
+            if listed:
+                return min(listed, key=lambda m: (m.clause_start, -m.match.score)).match.term.code
+        return next((s.code for s in diagnoses if s.code in proposed), diagnoses[0].code)
+
+
+def _may_be_principal(code: str) -> bool:
+    return not (code[0] in "VWXY" or code.startswith("Z37"))
+
+
+def with_evidence_text(suggestions: Suggestions, text: str) -> Suggestions:
+    """Fill each evidence span's text from the document it points into."""
+    for suggestion in [*suggestions.diagnoses, *suggestions.procedures]:
+        suggestion.evidence = [Evidence(e.start, e.end, text[e.start:e.end], e.section)
+                               for e in suggestion.evidence]
+    return suggestions
+
+
+def _clauses(text: str, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
+    """Clauses of a section body as (start, end, is a "- " bullet), list markers left out."""
+    clause_start, bullet = start, False
+    for cut in _CLAUSE_BREAK.finditer(text, start, end):
+        yield clause_start, cut.start(), bullet
+        clause_start = cut.end()
+        bullet = cut.group(0).strip() == "-" or (bullet and cut.group(0) not in "\n;")
+    yield clause_start, end, bullet
+
+
+def _distinct(matches: list[Match]) -> Iterator[Match]:
+    """The matches that each explain words no better match explained (the most specific)."""
+    chosen: list[Match] = []
+    for match in matches:
+        if any(match.covered <= better.covered for better in chosen):
+            continue
+        chosen.append(match)
+        yield match
+
+
+def _span_of(found: list[Word], covered: frozenset[str]) -> tuple[int, int] | None:
+    positions = [w for w in found if w.text in covered]
+    if not positions:
+        return None
+    return min(w.start for w in positions), max(w.end for w in positions)
+
+
+def _document_facts(text: str, age: int | None) -> frozenset[str]:
+    """Words a title may need that the note states once, not in every clause: the patient's
+    age group, the pregnancy's order and trimester, and whether an injury is in follow-up."""
+    facts: set[str] = set()
+    if age is None:
+        found = _AGE.search(text)
+        age = int(found.group(1)) if found else None
+    # The index makes "adult" a nonessential modifier of a medical examination: with no age
+    # stated, an examination is an adult's (a child's is written as a well-child visit).
+    facts.add("adult" if age is None or age >= 18 else "child")
+    gravida = _GRAVIDA.search(text)
+    if gravida:
+        facts.add("first" if gravida.group(1) == "1" else "other")
+    weeks = _WEEKS.search(text)
+    if weeks:
+        week = int(weeks.group(1))
+        facts.update(("trimester", "first" if week < 14 else "second" if week < 28 else "third"))
+    if gravida or re.search(r"\b(?:pregnan\w*|labou?r|delivery|IUP|prenatal)\b", text, re.I):
+        facts.update(("maternal", "care", "obstetric"))
+    if re.search(r"\b(?:s/p|status post)\b|\bpost-?op(?:erative)?\s+(?:f/u|follow|visit|check)",
+                 text, re.I):
+        facts.update(("subsequent", "routine", "healing"))
+    return frozenset(facts)
+
+
+def _facts_for(present: frozenset[str], facts: frozenset[str]) -> frozenset[str]:
+    """Document facts join a clause only where they can qualify what it says."""
+    if "examination" in present:
+        return facts & {"adult", "child"}
+    if "pregnancy" in present:
+        return facts & {"first", "second", "third", "trimester", "other"}
+    if present & {"presentation", "labor", "delivery", "breech"}:
+        return facts & {"maternal", "care"}
+    if "fracture" in present:
+        return facts & {"subsequent", "routine", "healing"}
+    return frozenset()
+
+
+def coder_from_titles(entries: Iterable[tuple[str, str, Iterable[str]]],
+                      nlp: Language | None = None) -> Coder:
+    """A Coder over billable codes given as (code, title, inclusion terms)."""
+    from chartkeeper.coding.terms import term
+
+    terms = []
+    displays: dict[str, str] = {}
+    for code, title, inclusion in entries:
+        displays[code] = title
+        if "in diseases classified elsewhere" in title.lower():
+            # Manifestation codes are reached from the underlying disease's "use additional
+            # code" note, never coded alone (guideline I.A.13).
+            continue
+        for text in (title, *inclusion):
+            made = term(code, text)
+            if made is not None:
+                terms.append(made)
+    return Coder(TermIndex(terms), displays, nlp)

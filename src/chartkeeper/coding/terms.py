@@ -1,0 +1,175 @@
+"""Words of code titles and clinical text on one footing, and the index that matches them.
+
+A code matches a stretch of text when every essential word of its title (or of one of its
+inclusion terms) is there; the title's default words ("unspecified", "initial encounter",
+parenthesised nonessential modifiers) may be missing at a small cost. Of the codes that
+match, the one that explains the most words of the text is the most specific.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from chartkeeper.coding.lexicon import (
+    ABBREVIATIONS,
+    DEFAULT_SEGMENTS,
+    DEFAULT_WORDS,
+    ENCOUNTER_REASONS,
+    STOPWORDS,
+    WORD_FORMS,
+)
+
+_RAW_TOKEN = re.compile(r"[A-Za-z0-9]+(?:[/'-][A-Za-z0-9]+)*")
+_COSTLY_DEFAULTS = frozenset({"other", "specified"})
+_PHRASES = {**{k: v for k, v in ABBREVIATIONS.items() if " " in k}, **ENCOUNTER_REASONS}
+_MAX_PHRASE = max(len(k.split()) for k in _PHRASES)
+
+
+@dataclass(frozen=True)
+class Word:
+    """A normalised word of a text and the characters it came from."""
+
+    text: str
+    start: int
+    end: int
+
+
+def normalise(word: str) -> str:
+    """One word as the index keeps it: lower case, singular, the titles' form."""
+    word = word.lower().strip("'")
+    word = WORD_FORMS.get(word, word)
+    if len(word) > 4 and word.endswith("ies"):
+        word = word[:-3] + "y"
+    elif (len(word) > 3 and word.endswith("s")
+          and not word.endswith(("ss", "us", "is", "ous", "sis", "xis"))):
+        word = word[:-1]
+    return WORD_FORMS.get(word, word)
+
+
+def words(text: str, offset: int = 0) -> list[Word]:
+    """The content words of ``text`` with character offsets, abbreviations expanded."""
+    raw = [(m.group(0).lower(), m.start() + offset, m.end() + offset)
+           for m in _RAW_TOKEN.finditer(text)]
+    out: list[Word] = []
+    index = 0
+    while index < len(raw):
+        for size in range(min(_MAX_PHRASE, len(raw) - index), 1, -1):
+            phrase = " ".join(token for token, _, _ in raw[index:index + size])
+            if phrase in _PHRASES:
+                start, end = raw[index][1], raw[index + size - 1][2]
+                out.extend(_expanded(_PHRASES[phrase], start, end))
+                index += size
+                break
+        else:
+            token, start, end = raw[index]
+            if token in ABBREVIATIONS:
+                out.extend(_expanded(ABBREVIATIONS[token], start, end))
+            elif "-" in token or "/" in token:
+                for part in re.split(r"[-/]", token):
+                    out.extend(_expanded(part, start, end))
+            else:
+                out.extend(_expanded(token, start, end))
+            index += 1
+    return out
+
+
+def _expanded(text: str, start: int, end: int) -> Iterator[Word]:
+    for part in text.split():
+        for piece in re.split(r"[-/]", part):
+            word = normalise(piece)
+            for single in word.split():
+                if single and single not in STOPWORDS:
+                    yield Word(single, start, end)
+
+
+def word_set(text: str) -> frozenset[str]:
+    return frozenset(word.text for word in words(text))
+
+
+@dataclass(frozen=True)
+class Term:
+    """A code title or inclusion term as sets of words: all essential ones must be present."""
+
+    code: str
+    text: str
+    essential: frozenset[str]
+    optional: frozenset[str]
+
+
+def term(code: str, text: str) -> Term | None:
+    """Split a title into essential and default words; None when it has no essential word."""
+    optional: set[str] = set()
+    for nonessential in re.findall(r"\(([^)]*)\)", text):
+        optional |= word_set(nonessential)
+    essential: set[str] = set()
+    for segment in re.sub(r"\([^)]*\)", " ", text).split(","):
+        segment = " ".join(segment.lower().split())
+        if not segment:
+            continue
+        if segment in DEFAULT_SEGMENTS or segment.startswith(("without ", "not ")):
+            optional |= word_set(segment)
+            continue
+        head, *rest = re.split(r"\bwithout\b", segment)
+        essential |= word_set(head)
+        for tail in rest:
+            optional |= word_set(tail)
+    moved = {word for word in essential if word in DEFAULT_WORDS}
+    essential -= moved
+    optional |= moved
+    optional -= essential
+    if not essential:
+        return None
+    return Term(code, text, frozenset(essential), frozenset(optional))
+
+
+@dataclass(frozen=True)
+class Match:
+    """A term found in a stretch of text, with the words it explained."""
+
+    term: Term
+    score: float
+    covered: frozenset[str]
+    missing_defaults: int
+
+
+class TermIndex:
+    """Terms keyed by their rarest essential word, so a text looks up only what it could match."""
+
+    def __init__(self, terms: Iterable[Term]) -> None:
+        self.terms = list(terms)
+        frequency: Counter[str] = Counter()
+        for entry in self.terms:
+            frequency.update(entry.essential)
+        self._by_rarest: dict[str, list[Term]] = defaultdict(list)
+        for entry in self.terms:
+            rarest = min(entry.essential, key=lambda word: (frequency[word], word))
+            self._by_rarest[rarest].append(entry)
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def matches(self, present: frozenset[str]) -> list[Match]:
+        """Every term whose essential words are all in ``present``, best first."""
+        found: dict[str, Match] = {}
+        for word in present:
+            for entry in self._by_rarest.get(word, ()):
+                if not entry.essential <= present:
+                    continue
+                if _COSTLY_DEFAULTS <= entry.optional - present:
+                    continue  # "other specified ...": a residual code is never a guess
+                match = _score(entry, present)
+                best = found.get(entry.code)
+                if best is None or match.score > best.score:
+                    found[entry.code] = match
+        return sorted(found.values(), key=lambda m: (-m.score, m.missing_defaults, m.term.code))
+
+
+def _score(entry: Term, present: frozenset[str]) -> Match:
+    covered_optional = entry.optional & present
+    missing = entry.optional - present
+    cost = sum(0.45 if word in _COSTLY_DEFAULTS else 0.08 for word in missing)
+    score = len(entry.essential) + 0.6 * len(covered_optional) - cost
+    return Match(entry, score, entry.essential | covered_optional, len(missing))

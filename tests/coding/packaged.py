@@ -1,0 +1,22 @@
+"""The packaged ICD-10-CM release and a suggestion engine over it, built once per process."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+
+from chartkeeper.coding.cac import Coder
+from chartkeeper.coding.codesets import PACKAGED_ICD10CM
+from chartkeeper.coding.icd10cm import Tabular, parse_tabular
+from chartkeeper.coding.service import coder_for
+
+
+@cache
+def packaged_tabular() -> Tabular:
+    package, name = PACKAGED_ICD10CM
+    return parse_tabular((files(package) / name).read_bytes(), source=name)
+
+
+@cache
+def packaged_coder() -> Coder:
+    return coder_for(packaged_tabular())

@@ -1,0 +1,138 @@
+"""Computer-assisted coding on short notes whose right codes a coder can check by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from chartkeeper.coding.cac import Coder, Suggestions, SuggestError, with_evidence_text
+from tests.coding.packaged import packaged_coder
+
+
+@pytest.fixture(scope="module")
+def coder() -> Coder:
+    return packaged_coder()
+
+
+def suggest(coder: Coder, text: str, setting: str = "outpatient") -> Suggestions:
+    return with_evidence_text(coder.suggest(text, setting), text)
+
+
+def proposed(found: Suggestions) -> list[str]:
+    return [s.code for s in found.diagnoses if s.proposed]
+
+
+def test_abbreviations_and_qualifiers_find_the_specific_codes(coder: Coder) -> None:
+    found = suggest(coder, "ASSESSMENT:\n1. DM2 without complications\n2. essential HTN\n"
+                           "3. CKD stage 3a\n4. moderate persistent asthma\n")
+    assert set(proposed(found)) == {"E11.9", "I10", "N18.31", "J45.40"}
+
+
+def test_without_complications_is_not_a_negation(coder: Coder) -> None:
+    found = suggest(coder, "ASSESSMENT:\nType 2 diabetes without complications.\n")
+    assert proposed(found) == ["E11.9"]
+
+
+def test_negated_family_and_hypothetical_mentions_are_not_coded(coder: Coder) -> None:
+    text = ("HISTORY OF PRESENT ILLNESS:\nDenies chest pain. No evidence of pneumonia. "
+            "Mother with breast cancer.\n\nASSESSMENT:\n1. essential hypertension\n"
+            "- DVT ppx with enoxaparin\n")
+    found = suggest(coder, text)
+    codes = {s.code for s in found.diagnoses}
+    assert proposed(found) == ["I10"]
+    assert not codes & {"R07.9", "J18.9", "C50.919", "I82.90"}
+
+
+def test_uncertain_diagnoses_are_coded_only_in_an_inpatient_stays_final_diagnoses(
+        coder: Coder) -> None:
+    text = ("DISCHARGE DIAGNOSES:\nPrincipal: probable community acquired pneumonia\n\n"
+            "HOSPITAL COURSE:\nAdmitted with fever and cough.\n")
+    assert "J18.9" in proposed(suggest(coder, text, "inpatient"))
+    assert "J18.9" not in proposed(suggest(coder, text, "outpatient"))
+
+
+def test_assessment_and_plan_is_a_section_and_the_header_is_not_coded(coder: Coder) -> None:
+    text = ("PROGRESS NOTE\nAuthor: Alexander Fox, MD\n\nASSESSMENT AND PLAN:\n"
+            "1. acute on chronic systolic CHF (HFrEF)\n")
+    found = suggest(coder, text)
+    assert proposed(found) == ["I50.23"]
+    assert found.diagnoses[0].evidence[0].section == "observation_and_plan"
+
+
+def test_evidence_spans_point_at_the_words_in_the_text(coder: Coder) -> None:
+    text = "ASSESSMENT:\n1. left intertrochanteric fx after a mechanical fall\n"
+    found = suggest(coder, text, "outpatient")
+    fracture = next(s for s in found.diagnoses if s.code.startswith("S72.1"))
+    assert fracture.code == "S72.142A"  # left, displaced by default, initial encounter
+    span = fracture.evidence[0]
+    assert text[span.start:span.end] == span.text == "left intertrochanteric fx"
+    assert "W19.XXXA" in proposed(found)
+
+
+def test_history_of_a_condition_is_not_a_current_condition(coder: Coder) -> None:
+    found = suggest(coder, "SUBJECTIVE:\n50 y/o M with hx of pneumonia here for f/u HTN.\n\n"
+                           "ASSESSMENT:\n1. essential HTN\n")
+    assert proposed(found) == ["I10"]
+
+
+def test_inpatient_principal_follows_the_discharge_diagnoses(coder: Coder) -> None:
+    text = ("DISCHARGE DIAGNOSES:\nPrincipal: community-acquired pneumonia of the RLL\n"
+            "Secondary: COPD\nSecondary: hypoxemia\n")
+    found = suggest(coder, text, "inpatient")
+    assert found.principal == "J18.9"
+    assert {"J18.9", "J44.9", "R09.02"} <= set(proposed(found))
+
+
+def test_a_delivery_adds_its_outcome_and_is_the_principal(coder: Coder) -> None:
+    text = ("DISCHARGE DIAGNOSES:\nPrincipal: term pregnancy in labor\n"
+            "Secondary: moderate persistent asthma\n\nPROCEDURES:\nNormal delivery\n")
+    found = suggest(coder, text, "inpatient")
+    assert found.principal == "O80"
+    assert {"O80", "Z37.0", "J45.40"} <= set(proposed(found))
+    assert "Z33.1" not in proposed(found)
+
+
+def test_pregnancy_supervision_uses_gravidity_and_trimester(coder: Coder) -> None:
+    first = suggest(coder, "SUBJECTIVE:\nG1P0 at 16 weeks here for prenatal care.\n\n"
+                           "ASSESSMENT:\n1. routine prenatal visit\n")
+    later = suggest(coder, "SUBJECTIVE:\nG3P2 at 30 weeks here for prenatal care.\n\n"
+                           "ASSESSMENT:\n1. routine prenatal visit\n")
+    assert proposed(first)[0] == "Z34.02"
+    assert proposed(later)[0] == "Z34.83"
+
+
+def test_routine_examination_codes_follow_the_patients_age(coder: Coder) -> None:
+    child = suggest(coder, "SUBJECTIVE:\n9-year-old girl here for well child check.\n\n"
+                           "ASSESSMENT:\nWell child check.\n")
+    adult = suggest(coder, "ASSESSMENT:\nAnnual physical.\n", "outpatient")
+    assert proposed(child)[0] == "Z00.129"
+    assert adult.diagnoses[0].code in ("Z00.00", "Z00.129")  # no age stated: either
+    aged = with_evidence_text(coder.suggest("ASSESSMENT:\nAnnual physical.\n", "outpatient",
+                                            age=52), "")
+    assert proposed(aged)[0] == "Z00.00"
+
+
+def test_json_shape_is_what_the_cli_and_api_print(coder: Coder) -> None:
+    found = suggest(coder, "ASSESSMENT:\n1. COPD with acute exacerbation\n").to_json()
+    assert set(found) == {"diagnoses", "principal", "procedures"}
+    first = found["diagnoses"][0]
+    assert first["code"] == "J44.1" and found["principal"] == "J44.1"
+    assert set(first) >= {"code", "display", "confidence", "evidence"}
+    assert set(first["evidence"][0]) >= {"start", "end", "text"}
+    confidences = [d["confidence"] for d in found["diagnoses"]]
+    assert confidences == sorted(confidences, reverse=True)
+
+
+@pytest.mark.parametrize(("text", "setting", "message"), [
+    ("", "outpatient", "text is empty"),
+    ("   \n ", "inpatient", "text is empty"),
+    ("ASSESSMENT:\nHTN", "emergency", "setting must be one of"),
+])
+def test_bad_requests_are_refused_with_a_reason(coder: Coder, text: str, setting: str,
+                                                message: str) -> None:
+    with pytest.raises(SuggestError, match=message):
+        coder.suggest(text, setting)
+
+
+def test_text_with_nothing_codable_gives_no_suggestions(coder: Coder) -> None:
+    found = coder.suggest("PLAN:\nReturn to clinic in one year.\n", "outpatient")
+    assert found.diagnoses == [] and found.principal is None
