@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import false, select
 
 from chartkeeper.chart.completion.cli import completion_app
+from chartkeeper.coding.cli import code_app, codes_app
 from chartkeeper.ingest.files import SUFFIXES, import_any
 from chartkeeper.ingest.hl7_cli import hl7_app
 from chartkeeper.mpi.cli import mpi_app
@@ -43,6 +44,8 @@ app.add_typer(audit_app, name="audit", help="Verify, anchor and report on the au
 app.add_typer(hl7_app, name="hl7")
 app.add_typer(completion_app, name="completion")
 app.add_typer(mpi_app, name="mpi")
+app.add_typer(code_app, name="code")
+app.add_typer(codes_app, name="codes")
 app.command("generate")(generate_command)
 
 

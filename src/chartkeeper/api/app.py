@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from chartkeeper import __version__
 from chartkeeper.api import deid_routes, fhir, openapi, security_routes
 from chartkeeper.api.auth import RequestAccess, api_routes
+from chartkeeper.coding import routes as coding_routes
 from chartkeeper.fhir.definitions import load as load_definitions
 from chartkeeper.security.identity import SecurityError
 from chartkeeper.security.services import SecurityServices
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.include_router(import_pages.router)
     app.include_router(export_pages.router)
     app.include_router(mpi_pages.router)
+    app.include_router(coding_routes.router)
 
     @app.middleware("http")
     async def _audit_and_log(request: Request, call_next: Any) -> Response:

@@ -86,6 +86,7 @@ class Capability(StrEnum):
     disclosure_record = "disclosure-record"
     disclosure_report = "disclosure-report"
     user_admin = "user-admin"
+    coding = "coding"  # the encoder and computer-assisted coding
 
 
 ALL_TYPES: Final = "*"
@@ -131,12 +132,14 @@ C = Capability
 ROLE_POLICIES: Mapping[Role, RolePolicy] = {
     Role.him_technician: RolePolicy(
         ALL_TYPES, ALL_TYPES, ALL_TYPES,
-        frozenset({C.break_glass, C.disclosure_record, C.disclosure_report})),
-    Role.coder: RolePolicy(ALL_TYPES, CODING_TYPES, frozenset(), frozenset({C.break_glass})),
+        frozenset({C.break_glass, C.disclosure_record, C.disclosure_report, C.coding})),
+    Role.coder: RolePolicy(ALL_TYPES, CODING_TYPES, frozenset(),
+                           frozenset({C.break_glass, C.coding})),
     Role.transcriptionist: RolePolicy(TRANSCRIPTION_READS, DOCUMENT_TYPES),
     Role.cancer_registrar: RolePolicy(ALL_TYPES, REGISTRY_TYPES, frozenset(),
                                       frozenset({C.break_glass})),
-    Role.physician: RolePolicy(ALL_TYPES, ALL_TYPES, frozenset(), frozenset({C.break_glass})),
+    Role.physician: RolePolicy(ALL_TYPES, ALL_TYPES, frozenset(),
+                               frozenset({C.break_glass, C.coding})),
     Role.analyst: RolePolicy(ALL_TYPES, frozenset(), frozenset(),
                              frozenset({C.bulk_export, C.deid_export})),
     Role.roi_specialist: RolePolicy(
@@ -149,7 +152,8 @@ ROLE_POLICIES: Mapping[Role, RolePolicy] = {
     Role.administrator: RolePolicy(
         ALL_TYPES, ALL_TYPES, ALL_TYPES,
         frozenset({C.bulk_export, C.deid_export, C.audit_report, C.user_admin})),
-    Role.service: RolePolicy(ALL_TYPES, ALL_TYPES, ALL_TYPES, frozenset({C.bulk_export})),
+    Role.service: RolePolicy(ALL_TYPES, ALL_TYPES, ALL_TYPES,
+                             frozenset({C.bulk_export, C.coding})),
 }
 
 
