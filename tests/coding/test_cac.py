@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chartkeeper.coding.cac import Coder, Suggestions, SuggestError, with_evidence_text
+from chartkeeper.coding.cac import Coder, SuggestError, Suggestions, with_evidence_text
 from tests.coding.packaged import packaged_coder
 
 
