@@ -229,6 +229,8 @@ class Coder:
         diagnoses = self._rank(kept, limit)
         diagnoses = self._obstetric_outcome(text, diagnoses)
         principal = self._principal(diagnoses, kept, setting)
+        # The principal (first-listed) diagnosis leads the list; the rest stay by confidence.
+        diagnoses.sort(key=lambda s: s.code != principal)
         return Suggestions(diagnoses, principal, [])
 
     def _sections_doc(self, text: str) -> Doc:
@@ -366,6 +368,12 @@ class Coder:
                       if m.section == "diagnoses" and m.match.term.code in proposed]
             if listed:
                 return min(listed, key=lambda m: (m.clause_start, -m.match.score)).match.term.code
+        # First-listed: the condition chiefly responsible for the visit, which the assessment
+        # (or diagnosis list) names first (Section IV.G).
+        listed = [m for m, _ in kept if m.section in _LISTED and not m.bullet
+                  and m.match.term.code in proposed]
+        if listed:
+            return min(listed, key=lambda m: (m.clause_start, -m.match.score)).match.term.code
         return next((s.code for s in diagnoses if s.code in proposed), diagnoses[0].code)
 
 
