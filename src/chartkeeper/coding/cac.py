@@ -10,6 +10,7 @@ not coded as current conditions, and uncertain ones only where the inpatient gui
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -183,19 +184,20 @@ class _Mention:
 
 
 def build_pipeline() -> Language:
-    """medspaCy: sentence splitting (PyRuSH), the sectionizer and ConText, with our rules."""
-    import medspacy
-    from loguru import logger
+    """medspaCy's sectionizer and ConText with our rules, after spaCy's sentencizer."""
+    import medspacy  # noqa: F401 - registers the medspacy_* pipeline factories
+    import spacy
     from medspacy.context import ConTextRule
     from medspacy.section_detection import SectionRule
 
-    # PyRuSH logs every token it reads at DEBUG: that is note text, never to be logged.
-    logger.disable("PyRuSH")
-
-    nlp: Language = medspacy.load(medspacy_enable=["medspacy_pyrush"])
+    # spaCy's rule-based sentencizer, not PyRuSH: PyRuSH took 0.9 s of a two-page note's
+    # second, and logs every token it reads at DEBUG (note text, never to be logged). List
+    # items and headings also start sentences (``Coder._sections_doc``).
+    nlp: Language = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
     sectionizer: Any = nlp.add_pipe("medspacy_sectionizer",
-                               config={"require_start_line": True, "input_span_type": "group",
-                                       "rules": None})
+                                    config={"require_start_line": True,
+                                            "input_span_type": "group", "rules": None})
     ours = {literal.lower().rstrip(":") for literal, _ in _SECTION_RULES}
     defaults = [rule for rule in SectionRule.from_json(sectionizer.DEFAULT_RULES_FILEPATH)
                 if rule.literal.lower().rstrip(":") not in ours]
@@ -281,14 +283,30 @@ class Coder:
 
     def _in_context(self, doc: Doc, mentions: list[_Mention],
                     setting: str) -> list[tuple[_Mention, float]]:
-        spans: list[Span] = []
-        for mention in mentions:
+        context = self.nlp.get_pipe("medspacy_context")
+        # ConText's scope never leaves a sentence, so it runs on the sentences that hold a
+        # mention only, not on the medication lists and exam findings around them.
+        by_sentence: dict[int, list[int]] = defaultdict(list)
+        for number, mention in enumerate(mentions):
             span = doc.char_span(mention.start, mention.end, alignment_mode="expand")
-            spans.append(span if span is not None else doc[0:1])
-        doc.spans["medspacy_spans"] = spans
-        doc = self.nlp.get_pipe("medspacy_context")(doc)
+            by_sentence[(span or doc[0:1]).sent.start].append(number)
+        modified: list[Span | None] = [None] * len(mentions)
+        for start, numbers in by_sentence.items():
+            sentence = doc[start].sent
+            sub = sentence.as_doc()
+            offset = sentence.start_char
+            spans = []
+            for number in numbers:
+                span = sub.char_span(mentions[number].start - offset,
+                                     mentions[number].end - offset, alignment_mode="expand")
+                spans.append(span if span is not None else sub[0:len(sub)])
+            sub.spans["medspacy_spans"] = spans
+            sub = context(sub)
+            for number, span in zip(numbers, sub.spans["medspacy_spans"], strict=True):
+                modified[number] = span
         kept: list[tuple[_Mention, float]] = []
-        for mention, span in zip(mentions, doc.spans["medspacy_spans"], strict=True):
+        for mention, span in zip(mentions, modified, strict=True):
+            assert span is not None
             if span._.is_negated or span._.is_family or span._.is_hypothetical:
                 continue
             weight = SECTION_WEIGHT[mention.section]
