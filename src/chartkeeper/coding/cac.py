@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -153,6 +153,7 @@ class Suggestion:
     confidence: float
     evidence: list[Evidence] = field(default_factory=list)
     proposed: bool = False
+    words: frozenset[str] = field(default=frozenset(), repr=False)  # what the text said
 
     def to_json(self) -> dict[str, Any]:
         return {"code": self.code, "display": self.display,
@@ -213,10 +214,12 @@ class Coder:
     """Suggests ICD-10-CM codes for clinical text from the titles of one code-set release."""
 
     def __init__(self, diagnoses: TermIndex, displays: dict[str, str],
-                 nlp: Language | None = None) -> None:
+                 nlp: Language | None = None,
+                 excludes1: Callable[[str, str], str | None] | None = None) -> None:
         self.diagnoses = diagnoses
         self.displays = displays
         self.nlp = nlp or build_pipeline()
+        self.excludes1 = excludes1
 
     def suggest(self, text: str, setting: str, *, age: int | None = None,
                 limit: int = 25) -> Suggestions:
@@ -228,8 +231,8 @@ class Coder:
         facts = _document_facts(text, age)
         mentions = list(self._mentions(doc, text, facts))
         kept = self._in_context(doc, mentions, setting)
-        diagnoses = self._rank(kept, limit)
-        diagnoses = self._obstetric_outcome(text, diagnoses)
+        diagnoses = self._obstetric_outcome(text, self._rank(kept, limit))
+        self._resolve(diagnoses)
         principal = self._principal(diagnoses, kept, setting)
         # The principal (first-listed) diagnosis leads the list; the rest stay by confidence.
         diagnoses.sort(key=lambda s: s.code != principal)
@@ -340,6 +343,7 @@ class Coder:
                 suggestion = by_code[code] = Suggestion(code, self.displays.get(code, code), 0.0)
                 first_seen[code] = mention.start
             suggestion.confidence = 1 - (1 - suggestion.confidence) * (1 - confidence)
+            suggestion.words |= mention.match.covered
             suggestion.evidence.append(Evidence(mention.start, mention.end, "", mention.section))
         for suggestion in by_code.values():
             suggestion.confidence = min(0.99, suggestion.confidence)
@@ -349,10 +353,36 @@ class Coder:
         ranked = sorted(by_code.values(), key=lambda s: (-s.confidence, first_seen[s.code]))
         return ranked[:limit]
 
+    def _resolve(self, diagnoses: list[Suggestion]) -> None:
+        """Of two proposed codes that say the same thing (a code of the same category whose
+        words the other's include: "CKD" beside "CKD stage 2") or that an Excludes1 note keeps
+        apart, the weaker is offered, not proposed."""
+        proposed = sorted((s for s in diagnoses if s.proposed), key=lambda s: -s.confidence)
+        for index, weaker in enumerate(proposed):
+            for stronger in proposed[:index]:
+                if not stronger.proposed:
+                    continue
+                same = (weaker.code[:3] == stronger.code[:3] and weaker.words
+                        and weaker.words <= stronger.words)
+                if same or (self.excludes1 and self.excludes1(stronger.code, weaker.code)):
+                    weaker.proposed = False
+                    weaker.confidence = min(weaker.confidence, PROPOSE_AT - 0.01)
+                    break
+        diagnoses.sort(key=lambda s: -s.confidence)
+
     def _obstetric_outcome(self, text: str, diagnoses: list[Suggestion]) -> list[Suggestion]:
         """A delivery adds its outcome (Z37, guideline I.C.15.b.5); one with no complication
         coded is O80; the pregnant state code Z33.1 is for pregnancies incidental to the visit
         and goes when a chapter 15 code is there."""
+        supervision = next((s for s in diagnoses if s.code.startswith("Z34")), None)
+        incidental = next((s for s in diagnoses if s.code == "Z33.1"), None)
+        if supervision is not None and incidental is not None:
+            # A visit for prenatal care is the pregnancy's supervision (I.C.15.b.1), never a
+            # pregnancy incidental to the visit.
+            supervision.confidence = max(supervision.confidence, incidental.confidence)
+            supervision.proposed = supervision.confidence >= PROPOSE_AT
+            supervision.evidence.extend(incidental.evidence)
+            diagnoses = [s for s in diagnoses if s is not incidental]
         found = _DELIVERED.search(text)
         if not found:
             return diagnoses
@@ -473,7 +503,8 @@ def _facts_for(present: frozenset[str], facts: frozenset[str]) -> frozenset[str]
 
 
 def coder_from_titles(entries: Iterable[tuple[str, str, Iterable[str]]],
-                      nlp: Language | None = None) -> Coder:
+                      nlp: Language | None = None,
+                      excludes1: Callable[[str, str], str | None] | None = None) -> Coder:
     """A Coder over billable codes given as (code, title, inclusion terms)."""
     from chartkeeper.coding.terms import term
 
@@ -489,4 +520,4 @@ def coder_from_titles(entries: Iterable[tuple[str, str, Iterable[str]]],
             made = term(code, text)
             if made is not None:
                 terms.append(made)
-    return Coder(TermIndex(terms), displays, nlp)
+    return Coder(TermIndex(terms), displays, nlp, excludes1)

@@ -155,7 +155,7 @@ WORD_FORMS: dict[str, str] = {
 STOPWORDS: frozenset[str] = frozenset({
     "a", "an", "the", "of", "and", "or", "in", "on", "to", "for", "by", "as", "at", "is",
     "was", "with", "due", "from", "into", "its", "his", "her", "their", "this", "that",
-    "type", "mellitus", "congestive", "disorder", "disease", "condition", "encounter",
+    "mellitus", "congestive", "disorder", "disease", "condition", "encounter",
     "classified", "elsewhere",
 })
 

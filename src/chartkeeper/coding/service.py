@@ -56,7 +56,7 @@ def coder_for(table: Tabular) -> Coder:
             inclusion = [note.text for note in node.notes if note.kind == "inclusionTerm"]
             yield code, title, inclusion
 
-    return coder_from_titles(entries(), build_pipeline())
+    return coder_from_titles(entries(), build_pipeline(), table.excludes1_conflict)
 
 
 def suggest(engine: Engine, text: str, setting: str, *, age: int | None = None,

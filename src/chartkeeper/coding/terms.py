@@ -22,6 +22,8 @@ from chartkeeper.coding.lexicon import (
     WORD_FORMS,
 )
 
+_QUALIFIERS = frozenset({"type", "stage", "grade", "class", "step"})
+_QUALIFIER_VALUE = re.compile(r"^(?:[0-9]{1,2}[a-z]?|i{1,3}|iv|v|vi{0,3}|[a-d])$")
 _RAW_TOKEN = re.compile(r"[A-Za-z0-9]+(?:[/'-][A-Za-z0-9]+)*")
 _COSTLY_DEFAULTS = frozenset({"other", "specified"})
 _PHRASES = {**{k: v for k, v in ABBREVIATIONS.items() if " " in k}, **ENCOUNTER_REASONS}
@@ -73,6 +75,26 @@ def words(text: str, offset: int = 0) -> list[Word]:
             else:
                 out.extend(_expanded(token, start, end))
             index += 1
+    return _qualified(out)
+
+
+def _qualified(found: list[Word]) -> list[Word]:
+    """"type 2", "stage 3a", "grade 1" as one word each, so that a stray number ("A1c 7.1")
+    never stands for a type or a stage."""
+    out: list[Word] = []
+    index = 0
+    while index < len(found):
+        word = found[index]
+        following = found[index + 1] if index + 1 < len(found) else None
+        if word.text in _QUALIFIERS:
+            if following is not None and _QUALIFIER_VALUE.match(following.text):
+                out.append(Word(word.text + following.text, word.start, following.end))
+                index += 2
+                continue
+            index += 1  # the bare word says nothing
+            continue
+        out.append(word)
+        index += 1
     return out
 
 
