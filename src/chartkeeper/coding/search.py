@@ -8,6 +8,7 @@ Neoplasm Table and the Table of Drugs) is indexed by its normalised words (``ter
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -129,10 +130,10 @@ class SearchIndex:
                 positions.update(self._postings[word])
             for position in positions:
                 counts[position] += 1
-        need = len(wanted)
-        best = [p for p, c in counts.items() if c == need] or \
-            [p for p, c in counts.items() if c == max(counts.values())]
-        matched = max(counts.values()) if counts else 0
+        if not counts:
+            return []
+        matched = max(counts.values())  # every query word where some entry has them all
+        best = [p for p, c in counts.items() if c == matched]
 
         def rank(position: int) -> tuple[float, int, str]:
             entry = self.entries[position]
@@ -141,9 +142,9 @@ class SearchIndex:
                     - (0.1 if entry.source == "title" else 0.0), len(entry.code) + len(entry.text),
                     entry.code)
 
-        best.sort(key=rank)
+        top = heapq.nsmallest(limit, best, key=rank)
         return [Hit(self.entries[p].code, self.entries[p].text, self.entries[p].source,
-                    self.entries[p].billable, matched / self._sizes[p]) for p in best[:limit]]
+                    self.entries[p].billable, matched / self._sizes[p]) for p in top]
 
 
 def _plain(code: str) -> str:
