@@ -14,6 +14,8 @@ gives the encounter's principal and secondary ICD-10-CM codes.
 * principal: inpatient stays whose suggested principal is the key's principal.
 * valid and edit-clean: the proposed codes, taken as the coder's final codes, are billable in
   the ICD-10-CM release and no two of them are an Excludes1 pair.
+* procedures: for inpatient stays, the key's ICD-10-PCS codes among the suggested
+  procedures (the FY2025 PCS Tables and Index from ../shared/data imported as a site would).
 * speed: suggestions per second, one document at a time (the median document length is
   printed), and for "two-page" texts of at least 5,500 characters (an inpatient stay's
   documents joined), on one core.
@@ -39,10 +41,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from chartkeeper.coding import service  # noqa: E402
+from chartkeeper.coding import codesets, service  # noqa: E402
 from chartkeeper.store.engine import make_engine  # noqa: E402
 from chartkeeper.synth.generate import generate  # noqa: E402
 
+DATA = REPO.parent / "shared" / "data" / "codesets"
 TWO_PAGES = 5_500  # characters: about two printed pages of a clinical note
 
 
@@ -81,6 +84,12 @@ def main() -> None:
           f"with documents, {len(texts)} documents, {time.perf_counter() - started:.0f} s")
 
     engine = make_engine(f"sqlite:///{work / 'store.sqlite'}")
+    pcs = DATA / "icd10pcs-fy2025-tables-index-definitions"
+    for system, name in (("icd10pcs", "icd10pcs_tables_2025.xml"),
+                         ("icd10pcs-index", "icd10pcs_index_2025.xml")):
+        codesets.import_release(engine, (pcs / name).read_bytes(), system=system, source=name,
+                                effective_from=dt.date(2024, 10, 1),
+                                effective_to=dt.date(2025, 9, 30))
     started = time.perf_counter()
     table = service.tabular(engine)
     service.coder(engine)
@@ -112,6 +121,13 @@ def main() -> None:
             if setting == "inpatient":
                 counts["stays"] += 1
                 counts["principal right"] += found.principal == visit["principal"]
+                wanted = {p["icd10pcs"] for p in visit["procedures"] if p["icd10pcs"]}
+                offered = [s.code for s in found.procedures]
+                counts["pcs key"] += len(wanted)
+                counts["pcs found"] += len(wanted & set(offered))
+                counts["pcs proposed"] += sum(s.proposed for s in found.procedures)
+                counts["pcs right"] += len(wanted & {s.code for s in found.procedures
+                                                     if s.proposed})
         misses.update((code, note_type) for code in key - set(top))
         wrong.update((code, note_type) for code in set(proposed) - key)
         for code in proposed:
@@ -134,6 +150,10 @@ def main() -> None:
         print(f"| {bucket} | {counts['encounters']:,} | "
               f"{counts['found@10'] / counts['key codes']:.3f} | "
               f"{counts['proposed right'] / max(1, counts['proposed']):.3f} | {principal} |")
+    everything = stats["all"]
+    print(f"\nICD-10-PCS, inpatient stays: {everything['pcs found']}/{everything['pcs key']} of "
+          f"the key's procedures suggested; proposed {everything['pcs proposed']}, of which "
+          f"{everything['pcs right']} in the key")
     finals = stats["all"]["final codes"]
     print(f"\nfinal codes: {finals:,}; not billable: {sum(invalid.values())} {dict(invalid)}; "
           f"Excludes1 pairs: {sum(conflicts.values())} {dict(conflicts)}")

@@ -136,3 +136,39 @@ def test_bad_requests_are_refused_with_a_reason(coder: Coder, text: str, setting
 def test_text_with_nothing_codable_gives_no_suggestions(coder: Coder) -> None:
     found = coder.suggest("PLAN:\nReturn to clinic in one year.\n", "outpatient")
     assert found.diagnoses == [] and found.principal is None
+
+
+@pytest.fixture(scope="module")
+def with_procedures(coder: Coder) -> Coder:
+    from chartkeeper.coding.cac_procedures import ProcedureCoder
+    from chartkeeper.coding.pcs import parse_tables
+    from chartkeeper.coding.pcs_index import parse_index
+    from tests.coding.test_codesets import PCS_2025
+
+    index = PCS_2025.parent / "icd10pcs_index_2025.xml"
+    procedures = ProcedureCoder(parse_tables(PCS_2025.read_bytes(), source=PCS_2025.name),
+                                parse_index(index.read_bytes(), source=index.name))
+    return Coder(coder.diagnoses, coder.displays, coder.nlp, coder.excludes1, procedures)
+
+
+def test_inpatient_procedures_are_coded_from_the_index_and_the_operative_words(
+        with_procedures: Coder) -> None:
+    text = ("DISCHARGE DIAGNOSES:\nPrincipal: breech presentation at term\n\n"
+            "PROCEDURES:\nCesarean section (03/15/2024)\n\nDESCRIPTION OF PROCEDURE:\n"
+            "A Pfannenstiel incision was made. A low transverse hysterotomy was made and the "
+            "infant was delivered.\n")
+    found = with_evidence_text(with_procedures.suggest(text, "inpatient"), text)
+    assert [(p.code, p.proposed) for p in found.procedures] == [("10D00Z1", True)]
+    assert found.procedures[0].evidence[0].text == "Cesarean section"
+    assert found.procedures[0].display == "Extraction of Products of Conception, Open Approach, Low"
+    # The hysterotomy is a step of the cesarean, described in a sentence: not a procedure.
+    assert found.principal == "O32.1XX0"
+
+
+def test_procedures_need_an_inpatient_setting_and_a_named_procedure(
+        with_procedures: Coder) -> None:
+    listed = "PROCEDURES:\nLaparoscopic appendectomy\n"
+    assert with_procedures.suggest(listed, "outpatient").procedures == []
+    (appendectomy,) = with_procedures.suggest(listed, "inpatient").procedures
+    assert appendectomy.code[:4] == "0DBJ" and appendectomy.code[4] == "4"  # endoscopic
+    assert with_procedures.suggest("PROCEDURES:\nNone\n", "inpatient").procedures == []

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
+from chartkeeper.coding.cac_procedures import OBSTETRIC_WORDS, ProcedureCoder, context_words
 from chartkeeper.coding.terms import Match, TermIndex, Word, words
 
 Setting = Literal["inpatient", "outpatient"]
@@ -43,6 +44,8 @@ SECTION_WEIGHT: dict[str, float] = {
 SYMPTOM_WEIGHT = 0.4  # a symptom mentioned in passing, not listed as a diagnosis
 _LISTED = frozenset({"diagnoses", "observation_and_plan", "impression"})
 BULLET_WEIGHT = 0.4  # a "- ..." line in an assessment and plan is an action, not a diagnosis
+PROCEDURE_NAME_WORDS = 8  # a procedure as listed is a name, not a sentence
+_NARRATIVE = re.compile(r"\b(?:was|were|is|are|has|had|been|then)\b", re.I)
 PROPOSE_AT = 0.5  # suggestions at or above this confidence are proposed; the rest are offered
 
 # Section headings clinical notes use that medspaCy's default rules lack ("Assessment and Plan"
@@ -69,6 +72,10 @@ _SECTION_RULES: tuple[tuple[str, str], ...] = (
     ("PROCEDURES:", "procedures"),
     ("PROCEDURE:", "procedures"),
     ("PROCEDURE PERFORMED:", "procedures"),
+    ("PROCEDURES PERFORMED:", "procedures"),
+    ("DESCRIPTION OF PROCEDURE:", "procedures"),
+    ("OPERATION:", "procedures"),
+    ("OPERATIONS:", "procedures"),
     ("FINDINGS:", "imaging"),
     ("HOSPITAL COURSE:", "hospital_course"),
     ("DISCHARGE MEDICATIONS:", "medications"),
@@ -215,8 +222,10 @@ class Coder:
 
     def __init__(self, diagnoses: TermIndex, displays: dict[str, str],
                  nlp: Language | None = None,
-                 excludes1: Callable[[str, str], str | None] | None = None) -> None:
+                 excludes1: Callable[[str, str], str | None] | None = None,
+                 procedures: ProcedureCoder | None = None) -> None:
         self.diagnoses = diagnoses
+        self.procedures = procedures
         self.displays = displays
         self.nlp = nlp or build_pipeline()
         self.excludes1 = excludes1
@@ -236,7 +245,44 @@ class Coder:
         principal = self._principal(diagnoses, kept, setting)
         # The principal (first-listed) diagnosis leads the list; the rest stay by confidence.
         diagnoses.sort(key=lambda s: s.code != principal)
-        return Suggestions(diagnoses, principal, [])
+        procedures = (self._procedures(doc, text, facts)
+                      if self.procedures is not None and setting == "inpatient" else [])
+        return Suggestions(diagnoses, principal, procedures)
+
+    def _procedures(self, doc: Doc, text: str, facts: frozenset[str]) -> list[Suggestion]:
+        """ICD-10-PCS codes for the procedures an inpatient record names (its procedure
+        sections), each finished from the words of those sections."""
+        assert self.procedures is not None
+        bodies = [(doc[s.body_start:s.body_end].start_char, doc[s.body_start:s.body_end].end_char)
+                  for s in doc._.sections if s.category == "procedures"]
+        context = context_words(text[start:end] for start, end in bodies)
+        extra = OBSTETRIC_WORDS if "obstetric" in facts else frozenset()
+        found: dict[str, Suggestion] = {}
+        for start, end in bodies:
+            for clause_start, clause_end, _ in _clauses(text, start, end):
+                clause_words = words(text[clause_start:clause_end], clause_start)
+                present = frozenset(w.text for w in clause_words)
+                if (not present or len(clause_words) > PROCEDURE_NAME_WORDS
+                        or _NARRATIVE.search(text, clause_start, clause_end)):
+                    continue  # an operative narrative's steps are context, not procedures
+                for match in self.procedures.find(present | extra):
+                    span = _span_of(clause_words, match.covered)
+                    if span is None:
+                        continue
+                    try:
+                        done = self.procedures.complete(match.term.code, context | present)
+                    except ValueError:
+                        continue
+                    share = done.read / (done.read + done.defaulted) if done.defaulted else 1.0
+                    confidence = 0.55 + 0.4 * share
+                    evidence = Evidence(span[0], span[1], "", "procedures")
+                    known = found.get(done.code)
+                    if known is None:
+                        found[done.code] = Suggestion(done.code, done.title, confidence,
+                                                      [evidence], confidence >= PROPOSE_AT)
+                    else:
+                        known.evidence.append(evidence)
+        return sorted(found.values(), key=lambda s: (-s.confidence, s.evidence[0].start))
 
     def _sections_doc(self, text: str) -> Doc:
         doc = self.nlp.make_doc(text)
@@ -481,7 +527,8 @@ def _document_facts(text: str, age: int | None) -> frozenset[str]:
     if weeks:
         week = int(weeks.group(1))
         facts.update(("trimester", "first" if week < 14 else "second" if week < 28 else "third"))
-    if gravida or re.search(r"\b(?:pregnan\w*|labou?r|delivery|IUP|prenatal)\b", text, re.I):
+    if gravida or re.search(r"\b(?:pregnan\w*|labou?r|deliver\w*|cesarean|breech|IUP|prenatal)\b",
+                            text, re.I):
         facts.update(("maternal", "care", "obstetric"))
     if re.search(r"\b(?:s/p|status post)\b|\bpost-?op(?:erative)?\s+(?:f/u|follow|visit|check)",
                  text, re.I):
