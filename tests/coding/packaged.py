@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from functools import cache
-from importlib.resources import files
 
 from chartkeeper.coding.cac import Coder
-from chartkeeper.coding.codesets import PACKAGED_ICD10CM
+from chartkeeper.coding.codesets import PACKAGED_ICD10CM, packaged_icd10cm
 from chartkeeper.coding.icd10cm import Tabular, parse_tabular
 from chartkeeper.coding.service import coder_for
 
 
 @cache
 def packaged_tabular() -> Tabular:
-    package, name = PACKAGED_ICD10CM
-    return parse_tabular((files(package) / name).read_bytes(), source=name)
+    return parse_tabular(packaged_icd10cm(), source=PACKAGED_ICD10CM[1])
 
 
 @cache

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -239,12 +240,23 @@ def ensure_packaged(engine: Engine) -> Release | None:
     create_coding_schema(engine)
     if releases(engine, "icd10cm"):
         return None
-    package, name = PACKAGED_ICD10CM
-    data = (files(package) / name).read_bytes()
+    data = packaged_icd10cm()
     start, end = PACKAGED_ICD10CM_DATES
+    package, name = PACKAGED_ICD10CM
     return import_release(engine, data, system="icd10cm", source=f"{package}/{name}",
                           effective_from=start, effective_to=end, version="2026-04-01",
                           imported_by="chartkeeper (packaged)")
+
+
+def packaged_icd10cm() -> bytes:
+    """The tabular file simple-icd-10-cm ships, read without importing the package: its
+    import parses the whole file into module globals, which we never use."""
+    spec = importlib.util.find_spec("simple_icd_10_cm")
+    if spec is None or not spec.submodule_search_locations:
+        raise NoRelease("the simple-icd-10-cm package is not installed: reinstall Chartkeeper")
+    package, name = PACKAGED_ICD10CM
+    folder = Path(next(iter(spec.submodule_search_locations))) / package.split(".")[1]
+    return (folder / name).read_bytes()
 
 
 def releases(engine: Engine, system: str | None = None) -> list[Release]:
