@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import false, select
 
 from chartkeeper.chart.completion.cli import completion_app
+from chartkeeper.coding.claims_cli import claims_app
 from chartkeeper.coding.cli import code_app, codes_app
 from chartkeeper.ingest.files import SUFFIXES, import_any
 from chartkeeper.ingest.hl7_cli import hl7_app
@@ -46,6 +47,7 @@ app.add_typer(completion_app, name="completion")
 app.add_typer(mpi_app, name="mpi")
 app.add_typer(code_app, name="code")
 app.add_typer(codes_app, name="codes")
+app.add_typer(claims_app, name="claims")
 app.command("generate")(generate_command)
 
 
