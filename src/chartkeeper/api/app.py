@@ -32,6 +32,7 @@ from chartkeeper.store.export import ExportManager
 from chartkeeper.web import (
     amendment_pages,
     coding_pages,
+    coding_work_pages,
     completion_pages,
     export_pages,
     import_pages,
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.include_router(mpi_pages.router)
     app.include_router(coding_routes.router)
     app.include_router(coding_pages.router)
+    app.include_router(coding_work_pages.router)
 
     @app.middleware("http")
     async def _audit_and_log(request: Request, call_next: Any) -> Response:

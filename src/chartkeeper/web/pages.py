@@ -428,6 +428,9 @@ def work_queues(txn: Any, role: str, practitioner: str | None = None) -> list[di
                                                ("status", "requested,received,accepted,"
                                                           "in-progress")]),
                        "hint": "patients' requests to amend their record (60 days)"})
+    if role in ("coder", "him_technician"):
+        queues.append({"name": "Coding", "href": "/coding", "count": None,
+                       "hint": "finished encounters to code, oldest discharge first"})
     if role in ("him_technician", "administrator"):
         queues.append({"name": "Import records", "href": "/imports", "count": None,
                        "hint": "FHIR, HL7 v2 and C-CDA files, with progress"})
