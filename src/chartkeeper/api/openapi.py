@@ -201,6 +201,34 @@ def component_schemas() -> dict[str, Any]:
                            "purpose": {"type": "string"}, "description": {"type": "string"},
                            "resources": {"type": "array", "items": {"type": "string"}},
                            "releasedBy": {"type": "string"}}},
+        "CodingSuggestRequest": {
+            "type": "object", "required": ["text", "setting"],
+            "properties": {"text": {"type": "string", "minLength": 1},
+                           "setting": {"type": "string", "enum": ["inpatient", "outpatient"]},
+                           "age": {"type": "integer", "minimum": 0, "maximum": 124},
+                           "date": {"type": "string", "format": "date"}}},
+        "CodingSuggestions": {
+            "type": "object", "required": ["diagnoses", "principal", "procedures"],
+            "properties": {"diagnoses": {"type": "array", "items": _ref("CodingSuggestion")},
+                           "principal": {"type": ["string", "null"]},
+                           "procedures": {"type": "array",
+                                          "items": _ref("CodingSuggestion")}}},
+        "CodingSuggestion": {
+            "type": "object", "required": ["code", "display", "confidence", "evidence"],
+            "properties": {"code": {"type": "string"}, "display": {"type": "string"},
+                           "confidence": {"type": "number"}, "proposed": {"type": "boolean"},
+                           "evidence": {"type": "array", "items": {
+                               "type": "object", "required": ["start", "end", "text"],
+                               "properties": {"start": {"type": "integer"},
+                                              "end": {"type": "integer"},
+                                              "text": {"type": "string"},
+                                              "section": {"type": "string"}}}}}},
+        "CodingDecisionsRequest": {
+            "type": "object", "required": ["decisions"],
+            "properties": {"decisions": {"type": "array", "items": {"type": "object"}},
+                           "reason": {"type": "string"},
+                           "dischargeStatus": {"type": "string"}}},
+        "CodingAnswer": {"type": "object", "description": "see the coding slice's routes"},
         "Accounting": {
             "type": "object", "required": ["patient", "disclosures"],
             "properties": {"patient": {"type": "string"},
@@ -470,6 +498,56 @@ CONTRACTS: dict[str, Contract] = {
             "how many records were left out", required=False)})},
         (400, 403), body=fields_body("DeidExportRequest"),
         summary="Safe Harbor de-identified extract of named patients"),
+    # Coding: suggestions, the encoder, the worksheet, reports
+    "POST /api/coding/suggest": Contract(
+        _json(200, "CodingSuggestions"), (400, 403, 413),
+        body={"required": True, "content": content(_ref("CodingSuggestRequest"), JSON)},
+        summary="ICD-10-CM (and inpatient ICD-10-PCS) suggestions for a clinical text"),
+    "GET /api/coding/search": Contract(
+        _json(200, "CodingAnswer"), (400, 403),
+        (query("q", {"type": "string", "minLength": 1, "maxLength": 200}, required=True),
+         query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+         query("date", {"type": "string", "format": "date"})),
+        summary="the encoder's search"),
+    "GET /api/coding/codes/{code}": Contract(
+        _json(200, "CodingAnswer"), (400, 403, 404),
+        (query("date", {"type": "string", "format": "date"}),),
+        summary="an ICD-10-CM code, its hierarchy and notes"),
+    "GET /api/coding/pcs": Contract(
+        _json(200, "CodingAnswer"), (400, 403),
+        (query("prefix", {"type": "string", "maxLength": 7}),
+         query("date", {"type": "string", "format": "date"})),
+        summary="the ICD-10-PCS builder's next valid characters"),
+    "GET /api/coding/releases": Contract(_json(200, "CodingAnswer"), (403,),
+                                         summary="code-set releases"),
+    "GET /api/coding/queue": Contract(
+        _json(200, "CodingAnswer"), (400, 403),
+        (query("setting", {"type": "string", "maxLength": 20}),
+         query("count", {"type": "integer", "minimum": 1, "maximum": 500}),
+         query("offset", {"type": "integer", "minimum": 0, "maximum": 1_000_000}),
+         query("asOf", {"type": "string", "format": "date"})),
+        summary="unbilled encounters, oldest discharge first"),
+    "GET /api/coding/encounters/{encounter_id}/worksheet": Contract(
+        _json(200, "CodingAnswer"), (400, 403, 404), summary="an encounter's worksheet"),
+    "POST /api/coding/encounters/{encounter_id}/edits": Contract(
+        _json(200, "CodingAnswer"), (400, 403, 404, 413),
+        body={"required": True, "content": content(_ref("CodingDecisionsRequest"), JSON)},
+        summary="the edits the decisions would meet (nothing stored)"),
+    "POST /api/coding/encounters/{encounter_id}/decisions": Contract(
+        {**_json(200, "CodingAnswer"), **_json(201, "CodingAnswer")},
+        (400, 403, 404, 409, 413, 422),
+        body={"required": True, "content": content(_ref("CodingDecisionsRequest"), JSON)},
+        summary="finalize an encounter's codes"),
+    "GET /api/coding/reports/productivity": Contract(
+        _json(200, "CodingAnswer"), (400, 403),
+        (query("since", {"type": "string", "format": "date"}),
+         query("until", {"type": "string", "format": "date"})),
+        summary="coding productivity"),
+    "GET /api/coding/reports/accuracy": Contract(
+        _json(200, "CodingAnswer"), (400, 403),
+        (query("since", {"type": "string", "format": "date"}),
+         query("until", {"type": "string", "format": "date"})),
+        summary="coding accuracy"),
 }
 UNDOCUMENTED = Contract({200: answer(200)}, (400, 403))
 
