@@ -13,9 +13,13 @@ gives the encounter's principal and secondary ICD-10-CM codes.
 * precision: the share of proposed suggestions (confidence >= 0.5) that are in the key.
 * principal: inpatient stays whose suggested principal is the key's principal.
 * valid and edit-clean: the proposed codes, taken as the coder's final codes, are billable in
-  the ICD-10-CM release and no two of them are an Excludes1 pair.
+  the ICD-10-CM release and no two of them are an Excludes1 pair; for encounters of FY2026
+  (the packaged release's year) the whole claim goes through ``coding.edits.check``
+  (validity for the date, 7th characters, Excludes1, sequencing, the MCE for stays, with POA
+  Y as the coder would set it) and any error counts.
 * procedures: for inpatient stays, the key's ICD-10-PCS codes among the suggested
-  procedures (the FY2025 PCS Tables and Index from ../shared/data imported as a site would).
+  procedures (the FY2025 PCS Tables and Index and the FY2026 Tables from ../shared/data,
+  imported as a site would).
 * speed: suggestions per second, one document at a time (the median document length is
   printed), and for "two-page" texts of at least 5,500 characters (an inpatient stay's
   documents joined), on one core.
@@ -41,7 +45,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from chartkeeper.coding import codesets, service  # noqa: E402
+from chartkeeper.coding import codesets, edits, service  # noqa: E402
 from chartkeeper.store.engine import make_engine  # noqa: E402
 from chartkeeper.synth.generate import generate  # noqa: E402
 
@@ -66,17 +70,65 @@ def encounters(out: Path) -> list[dict[str, Any]]:
                 if any("document" in d for d in encounter["documents"])]
 
 
+def patients_of(folder: Path) -> dict[str, tuple[dt.date, str, str]]:
+    """Encounter visit number -> (the patient's birth date, sex, the encounter's period end)."""
+    born: dict[str, tuple[dt.date, str]] = {}
+    with (folder / "Patient.ndjson").open(encoding="utf-8") as lines:
+        for line in lines:
+            patient = json.loads(line)
+            born[patient["id"]] = (dt.date.fromisoformat(patient["birthDate"]),
+                                   patient.get("gender", "unknown"))
+    found: dict[str, tuple[dt.date, str, str]] = {}
+    with (folder / "Encounter.ndjson").open(encoding="utf-8") as lines:
+        for line in lines:
+            encounter = json.loads(line)
+            birth, sex = born[encounter["subject"]["reference"].split("/")[1]]
+            for identifier in encounter.get("identifier", []):
+                found[identifier["value"]] = (birth, sex, encounter["period"].get("end", ""))
+    return found
+
+
+def coded_claim(visit: dict[str, Any], found: Any,
+                people: dict[str, tuple[dt.date, str, str]]) -> edits.CodedClaim | None:
+    """The proposed codes as a coder's final codes, for encounters in FY2026."""
+    start, end = dt.date.fromisoformat(visit["start"]), dt.date.fromisoformat(visit["end"])
+    birth, sex, _ = people[visit["encounter"]]
+    if not dt.date(2025, 10, 1) <= end <= dt.date(2026, 9, 30):
+        return None
+    codes = [s.code for s in found.diagnoses if s.proposed]
+    if found.principal in codes:
+        codes.remove(found.principal)
+        codes.insert(0, found.principal)
+    if not codes:
+        return None
+    age = start.year - birth.year - ((start.month, start.day) < (birth.month, birth.day))
+    sex = sex if sex in ("male", "female") else "unknown"
+    if visit["class"] == "IMP":
+        return edits.CodedClaim(
+            "inpatient", age, sex, tuple(edits.ClaimDiagnosis(c, "Y") for c in codes),
+            admitted=start, discharged=end, discharge_status="01",
+            procedures=tuple(edits.ClaimProcedure(p.code, start) for p in found.procedures
+                             if p.proposed))
+    return edits.CodedClaim("outpatient", age, sex,
+                            tuple(edits.ClaimDiagnosis(c) for c in codes), service_date=end)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=29)
     parser.add_argument("--limit", type=int, default=0, help="at most this many encounters")
+    parser.add_argument("--as-of", default="2026-09-30",
+                        help="the hospital's last day (its final year is FY2026, the year of "
+                             "the packaged ICD-10-CM, so those claims can be edited)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cac-eval-"))
     started = time.perf_counter()
-    generate(work / "hospital", args.patients, args.seed, output_format="ndjson")
+    generate(work / "hospital", args.patients, args.seed, output_format="ndjson",
+             as_of=dt.date.fromisoformat(args.as_of))
     texts = documents(work / "hospital" / "ndjson")
+    people = patients_of(work / "hospital" / "ndjson")
     visits = encounters(work / "hospital")
     if args.limit:
         visits = visits[:args.limit]
@@ -90,6 +142,10 @@ def main() -> None:
         codesets.import_release(engine, (pcs / name).read_bytes(), system=system, source=name,
                                 effective_from=dt.date(2024, 10, 1),
                                 effective_to=dt.date(2025, 9, 30))
+    fy2026 = DATA / "icd10pcs-fy2026-tables" / "icd10pcs_tables_2026.xml"
+    codesets.import_release(engine, fy2026.read_bytes(), system="icd10pcs", source=fy2026.name,
+                            effective_from=dt.date(2025, 10, 1),
+                            effective_to=dt.date(2026, 9, 30))
     started = time.perf_counter()
     table = service.tabular(engine)
     service.coder(engine)
@@ -101,6 +157,7 @@ def main() -> None:
     wrong: Counter[tuple[str, str]] = Counter()
     invalid: Counter[str] = Counter()
     conflicts: Counter[tuple[str, str]] = Counter()
+    edit_errors: Counter[str] = Counter()
     started = time.perf_counter()
     for visit in visits:
         kinds = [texts[d["document"]] for d in visit["documents"] if "document" in d]
@@ -130,6 +187,13 @@ def main() -> None:
                                                      if s.proposed})
         misses.update((code, note_type) for code in key - set(top))
         wrong.update((code, note_type) for code in set(proposed) - key)
+        claim = coded_claim(visit, found, people)
+        if claim is not None:
+            stats["all"]["claims edited"] += 1
+            failed = edits.errors(edits.check(engine, claim))
+            if failed:
+                stats["all"]["claims with errors"] += 1
+                edit_errors.update(e.rule for e in failed)
         for code in proposed:
             stats["all"]["final codes"] += 1
             if not table.is_billable(code):
@@ -157,12 +221,16 @@ def main() -> None:
     finals = stats["all"]["final codes"]
     print(f"\nfinal codes: {finals:,}; not billable: {sum(invalid.values())} {dict(invalid)}; "
           f"Excludes1 pairs: {sum(conflicts.values())} {dict(conflicts)}")
+    print(f"claims of FY2026 edited (the proposed codes as final, POA Y): "
+          f"{stats['all']['claims edited']:,}; with an edit error: "
+          f"{stats['all']['claims with errors']} {dict(edit_errors)}")
     print(f"missed most: {misses.most_common(8)}")
     print(f"wrongly proposed most: {wrong.most_common(8)}")
     print(f"encounters/s over the whole run: {len(visits) / elapsed:.1f}")
     speed(engine, texts)
     print(f"\n{dt.date.today()}  .venv/bin/python bench/cac_eval.py --patients {args.patients} "
-          f"--seed {args.seed}" + (f" --limit {args.limit}" if args.limit else ""))
+          f"--seed {args.seed} --as-of {args.as_of}"
+          + (f" --limit {args.limit}" if args.limit else ""))
 
 
 def speed(engine: Any, texts: dict[str, tuple[str, str]]) -> None:

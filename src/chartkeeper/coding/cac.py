@@ -132,6 +132,8 @@ _CLAUSE_BREAK = re.compile(r"[;:#\n]|(?<!\d)\.(?!\d)|\s-\s|^\s*-\s|\b\d{1,2}\.\s
 _AGE = re.compile(r"\b(\d{1,3})[- ]?(?:years?[- ]old|year-old|yo|y/o|y\.o\.)", re.I)
 _GRAVIDA = re.compile(r"\bG(\d{1,2})\s?P\d", re.I)
 _WEEKS = re.compile(r"\b(\d{1,2})\s*(?:weeks|wks|w)\b(?!\s*ago)", re.I)
+_THIS_STAY = frozenset({"procedures", "hospital_course", "observation_and_plan", "diagnoses",
+                        "plan"})
 _DELIVERED = re.compile(r"\b(?:delivered|cesarean section|c-section|vaginal delivery|"
                         r"normal delivery|NSVD|SVD)\b", re.I)
 _SIGNATURE = re.compile(r"\b(?:MD|DO|signed|dictated|electronically|attending|author)\b")
@@ -240,7 +242,7 @@ class Coder:
         facts = _document_facts(text, age)
         mentions = list(self._mentions(doc, text, facts))
         kept = self._in_context(doc, mentions, setting)
-        diagnoses = self._obstetric_outcome(text, self._rank(kept, limit))
+        diagnoses = self._obstetric_outcome(doc, text, self._rank(kept, limit))
         self._resolve(diagnoses)
         principal = self._principal(diagnoses, kept, setting)
         # The principal (first-listed) diagnosis leads the list; the rest stay by confidence.
@@ -416,7 +418,8 @@ class Coder:
                     break
         diagnoses.sort(key=lambda s: -s.confidence)
 
-    def _obstetric_outcome(self, text: str, diagnoses: list[Suggestion]) -> list[Suggestion]:
+    def _obstetric_outcome(self, doc: Doc, text: str,
+                           diagnoses: list[Suggestion]) -> list[Suggestion]:
         """A delivery adds its outcome (Z37, guideline I.C.15.b.5); one with no complication
         coded is O80; the pregnant state code Z33.1 is for pregnancies incidental to the visit
         and goes when a chapter 15 code is there."""
@@ -429,7 +432,12 @@ class Coder:
             supervision.proposed = supervision.confidence >= PROPOSE_AT
             supervision.evidence.extend(incidental.evidence)
             diagnoses = [s for s in diagnoses if s is not incidental]
-        found = _DELIVERED.search(text)
+        # A delivery of this stay: in its procedures, course or plan, not a past history's.
+        found = next((hit for section in doc._.sections
+                      if section.category in _THIS_STAY
+                      for hit in [_DELIVERED.search(text, doc[section.body_start].idx,
+                                                    _end_char(doc, section.body_end))]
+                      if hit), None)
         if not found:
             return diagnoses
         evidence = [Evidence(found.start(), found.end(), "", "procedures")]
@@ -469,6 +477,10 @@ class Coder:
         if listed:
             return min(listed, key=lambda m: (m.clause_start, -m.match.score)).match.term.code
         return next((s.code for s in diagnoses if s.code in proposed), diagnoses[0].code)
+
+
+def _end_char(doc: Doc, token_end: int) -> int:
+    return doc[token_end - 1].idx + len(doc[token_end - 1].text) if token_end > 0 else 0
 
 
 def _may_be_principal(code: str) -> bool:

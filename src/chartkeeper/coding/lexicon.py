@@ -39,6 +39,7 @@ ABBREVIATIONS: dict[str, str] = {
     "pvd": "peripheral vascular disease",
     "pad": "peripheral arterial disease",
     "copd": "chronic obstructive pulmonary disease",
+    "aecopd": "acute exacerbation chronic obstructive pulmonary disease",
     "osa": "obstructive sleep apnea",
     "uri": "upper respiratory infection",
     "cap": "pneumonia",
