@@ -19,7 +19,8 @@ gives the encounter's principal and secondary ICD-10-CM codes.
   Y as the coder would set it) and any error counts.
 * procedures: for inpatient stays, the key's ICD-10-PCS codes among the suggested
   procedures (the FY2025 PCS Tables and Index and the FY2026 Tables from ../shared/data,
-  imported as a site would).
+  imported as a site would); for outpatient visits, the key's HCPCS drug (J) codes among the
+  proposed ones (the 2020 HCPCS file, the newest here).
 * speed: suggestions per second, one document at a time (the median document length is
   printed), and for "two-page" texts of at least 5,500 characters (an inpatient stay's
   documents joined), on one core.
@@ -142,6 +143,9 @@ def main() -> None:
         codesets.import_release(engine, (pcs / name).read_bytes(), system=system, source=name,
                                 effective_from=dt.date(2024, 10, 1),
                                 effective_to=dt.date(2025, 9, 30))
+    hcpcs = DATA / "hcpcs_2020_cms" / "2020-Alpha-Numeric-HCPCS-File.zip"
+    codesets.import_release(engine, hcpcs.read_bytes(), system="hcpcs", source=hcpcs.name,
+                            effective_from=dt.date(2020, 1, 1), effective_to=dt.date(2020, 12, 31))
     fy2026 = DATA / "icd10pcs-fy2026-tables" / "icd10pcs_tables_2026.xml"
     codesets.import_release(engine, fy2026.read_bytes(), system="icd10pcs", source=fy2026.name,
                             effective_from=dt.date(2025, 10, 1),
@@ -185,6 +189,13 @@ def main() -> None:
                 counts["pcs proposed"] += sum(s.proposed for s in found.procedures)
                 counts["pcs right"] += len(wanted & {s.code for s in found.procedures
                                                      if s.proposed})
+            else:
+                wanted = {p["hcpcs"] for p in visit["procedures"]
+                          if p["hcpcs"] and p["hcpcs"].startswith("J")}
+                offered = {s.code for s in found.procedures if s.proposed}
+                counts["drug key"] += len(wanted)
+                counts["drug found"] += len(wanted & offered)
+                counts["drug proposed"] += len(offered)
         misses.update((code, note_type) for code in key - set(top))
         wrong.update((code, note_type) for code in set(proposed) - key)
         claim = coded_claim(visit, found, people)
@@ -218,6 +229,8 @@ def main() -> None:
     print(f"\nICD-10-PCS, inpatient stays: {everything['pcs found']}/{everything['pcs key']} of "
           f"the key's procedures suggested; proposed {everything['pcs proposed']}, of which "
           f"{everything['pcs right']} in the key")
+    print(f"HCPCS drug codes, outpatient: {everything['drug found']}/{everything['drug key']} "
+          f"of the key's J codes proposed; proposed {everything['drug proposed']}")
     finals = stats["all"]["final codes"]
     print(f"\nfinal codes: {finals:,}; not billable: {sum(invalid.values())} {dict(invalid)}; "
           f"Excludes1 pairs: {sum(conflicts.values())} {dict(conflicts)}")

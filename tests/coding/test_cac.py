@@ -172,3 +172,22 @@ def test_procedures_need_an_inpatient_setting_and_a_named_procedure(
     (appendectomy,) = with_procedures.suggest(listed, "inpatient").procedures
     assert appendectomy.code[:4] == "0DBJ" and appendectomy.code[4] == "4"  # endoscopic
     assert with_procedures.suggest("PROCEDURES:\nNone\n", "inpatient").procedures == []
+
+
+def test_drugs_given_at_a_visit_get_their_hcpcs_code(coder: Coder) -> None:
+    from chartkeeper.coding.cac_procedures import DrugCoder
+    from chartkeeper.coding.hcpcs import parse_hcpcs
+    from tests.coding.test_codesets import HCPCS_2020
+
+    drugs = DrugCoder(parse_hcpcs(HCPCS_2020.read_bytes(), source=HCPCS_2020.name))
+    with_drugs = Coder(coder.diagnoses, coder.displays, coder.nlp, coder.excludes1, None, drugs)
+    text = ("ASSESSMENT AND PLAN:\n1. acute exacerbation of COPD\n"
+            "   - Start albuterol 2.5 mg by nebulizer every 20 minutes for 3 doses\n"
+            "   - Begin ceftriaxone 1 g IV now\n   - Rx prednisone 40 mg PO daily\n"
+            "   - Continue albuterol MDI at home\n")
+    found = with_evidence_text(with_drugs.suggest(text, "outpatient"), text)
+    # The FDA-approved unit dose, not the compounded preparation; an Rx or a home inhaler
+    # is not a drug given at the visit.
+    assert [(p.code, p.evidence[0].text) for p in found.procedures] == [
+        ("J7613", "albuterol"), ("J0696", "ceftriaxone")]
+    assert with_drugs.suggest(text, "inpatient").procedures == []

@@ -18,7 +18,12 @@ from typing import Any, Literal
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
-from chartkeeper.coding.cac_procedures import OBSTETRIC_WORDS, ProcedureCoder, context_words
+from chartkeeper.coding.cac_procedures import (
+    OBSTETRIC_WORDS,
+    DrugCoder,
+    ProcedureCoder,
+    context_words,
+)
 from chartkeeper.coding.terms import Match, TermIndex, Word, words
 
 Setting = Literal["inpatient", "outpatient"]
@@ -132,6 +137,7 @@ _CLAUSE_BREAK = re.compile(r"[;:#\n]|(?<!\d)\.(?!\d)|\s-\s|^\s*-\s|\b\d{1,2}\.\s
 _AGE = re.compile(r"\b(\d{1,3})[- ]?(?:years?[- ]old|year-old|yo|y/o|y\.o\.)", re.I)
 _GRAVIDA = re.compile(r"\bG(\d{1,2})\s?P\d", re.I)
 _WEEKS = re.compile(r"\b(\d{1,2})\s*(?:weeks|wks|w)\b(?!\s*ago)", re.I)
+_GIVEN_IN = frozenset({"observation_and_plan", "plan", "procedures", "hospital_course"})
 _THIS_STAY = frozenset({"procedures", "hospital_course", "observation_and_plan", "diagnoses",
                         "plan"})
 _DELIVERED = re.compile(r"\b(?:delivered|cesarean section|c-section|vaginal delivery|"
@@ -225,9 +231,11 @@ class Coder:
     def __init__(self, diagnoses: TermIndex, displays: dict[str, str],
                  nlp: Language | None = None,
                  excludes1: Callable[[str, str], str | None] | None = None,
-                 procedures: ProcedureCoder | None = None) -> None:
+                 procedures: ProcedureCoder | None = None,
+                 drugs: DrugCoder | None = None) -> None:
         self.diagnoses = diagnoses
         self.procedures = procedures
+        self.drugs = drugs
         self.displays = displays
         self.nlp = nlp or build_pipeline()
         self.excludes1 = excludes1
@@ -249,7 +257,28 @@ class Coder:
         diagnoses.sort(key=lambda s: s.code != principal)
         procedures = (self._procedures(doc, text, facts)
                       if self.procedures is not None and setting == "inpatient" else [])
+        if self.drugs is not None and setting == "outpatient":
+            procedures.extend(self._drugs(doc, text))
         return Suggestions(diagnoses, principal, procedures)
+
+    def _drugs(self, doc: Doc, text: str) -> list[Suggestion]:
+        """HCPCS drug codes for drugs the visit's plan or course says were given."""
+        assert self.drugs is not None
+        found: dict[str, Suggestion] = {}
+        for section in doc._.sections:
+            if section.category not in _GIVEN_IN:
+                continue
+            start, end = doc[section.body_start].idx, _end_char(doc, section.body_end)
+            for clause_start, clause_end, _ in _clauses(text, start, end):
+                clause = text[clause_start:clause_end]
+                for drug in self.drugs.find(clause):
+                    span = _span_of(words(clause, clause_start), drug.drug)
+                    if span is None or drug.code in found:
+                        continue
+                    found[drug.code] = Suggestion(
+                        drug.code, drug.title, 0.7,
+                        [Evidence(span[0], span[1], "", section.category)], True)
+        return list(found.values())
 
     def _procedures(self, doc: Doc, text: str, facts: frozenset[str]) -> list[Suggestion]:
         """ICD-10-PCS codes for the procedures an inpatient record names (its procedure

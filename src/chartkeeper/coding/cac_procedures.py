@@ -1,5 +1,6 @@
-"""ICD-10-PCS suggestions: the procedure named in a note, looked up in the PCS Index, and the
-code finished axis by axis from the Tables with the words the operative text uses.
+"""Procedure suggestions. ICD-10-PCS: the procedure named in a note, looked up in the PCS
+Index, and the code finished axis by axis from the Tables with the words the operative text
+uses. HCPCS Level II: drugs given at the visit (J codes).
 
 A coder reads "Cesarean section" in the Index ("see Extraction, Products of Conception
 10D0"), then picks each remaining character in the table from what the report says: the
@@ -10,9 +11,12 @@ table's first value, and the suggestion's confidence says how much was read, how
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 
+from chartkeeper.coding.hcpcs import HcpcsRelease
 from chartkeeper.coding.pcs import PcsTables
 from chartkeeper.coding.pcs_index import PcsIndex
 from chartkeeper.coding.terms import Match, Term, TermIndex, term, word_set
@@ -87,3 +91,86 @@ def context_words(texts: Iterable[str]) -> frozenset[str]:
     for text in texts:
         found |= word_set(text)
     return frozenset(found)
+
+
+# How a note says a drug was given, and the HCPCS route word it stands for.
+_ROUTE_CUES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\bneb(?:s|ulizer|ulized|ulization)?\b|\binhal", re.I), "inhalation"),
+    (re.compile(r"\b(?:IV|IM|SC|SQ|injection|injected|infusion|intravenous(?:ly)?|"
+                r"intramuscular(?:ly)?)\b", re.I), "injection"),
+)
+_GIVEN_NOW = re.compile(r"\b(?:given|gave|administered|start(?:ed)?|begin|began|now|stat|"
+                        r"x\s?\d|every \d+ minutes)\b", re.I)
+
+
+@dataclass(frozen=True)
+class DrugCode:
+    """A HCPCS Level II drug code: the drug's words and the route it is billed for."""
+
+    code: str
+    title: str
+    drug: frozenset[str]
+    route: str
+
+
+class DrugCoder:
+    """HCPCS Level II drug codes (J codes) for drugs a visit's plan says were given.
+
+    A J code's descriptor names the drug and the route ("Albuterol, inhalation solution, ...",
+    "Injection, ceftriaxone sodium, per 250 mg"); a clause matches when it names the drug,
+    says how it was given (nebulizer, IV, IM) and that it was given now, not prescribed.
+    """
+
+    def __init__(self, release: HcpcsRelease, on: date | None = None) -> None:
+        self.codes: list[DrugCode] = []
+        for found in release.codes.values():
+            if not found.code.startswith("J") or found.kind != "procedure":
+                continue
+            if on is not None and not release.is_valid(found.code, on):
+                continue
+            if found.termination_date is not None and on is None:
+                continue
+            drug = _drug_code(found.code, found.long)
+            if drug is not None:
+                self.codes.append(drug)
+        self._by_word: dict[str, list[DrugCode]] = {}
+        for drug in self.codes:
+            for word in drug.drug:
+                self._by_word.setdefault(word, []).append(drug)
+
+    def find(self, clause: str) -> list[DrugCode]:
+        routes = {route for cue, route in _ROUTE_CUES if cue.search(clause)}
+        if not routes or not _GIVEN_NOW.search(clause):
+            return []
+        present = word_set(clause)
+        found = {drug.code: drug for word in present for drug in self._by_word.get(word, ())
+                 if drug.route in routes and drug.drug <= present}
+        said = clause.lower()
+
+        def unlikely(drug: DrugCode) -> int:
+            # A descriptor's form the note does not state is the less likely one: compounded
+            # preparations and concentrates are the exception, the FDA-approved unit dose the
+            # rule.
+            title = drug.title.lower()
+            return sum(1 for form in ("compounded", "concentrated")
+                       if re.search(rf"(?<!non-){form}", title) and form not in said)
+
+        return sorted(found.values(),
+                      key=lambda d: (unlikely(d), -len(d.drug), len(d.title), d.code))[:1]
+
+
+def _drug_code(code: str, descriptor: str) -> DrugCode | None:
+    parts = [part.strip() for part in descriptor.split(",")]
+    if len(parts) < 2:
+        return None
+    if parts[0].lower() in ("injection", "infusion"):
+        route, name = "injection", parts[1]
+    elif "inhalation" in descriptor.lower():
+        route, name = "inhalation", parts[0]
+    else:
+        return None
+    drug = word_set(name) - {"sodium", "hydrochloride", "hcl", "acetate", "sulfate",
+                             "phosphate"}
+    if not drug or len(drug) > 3:
+        return None  # combinations and compounded preparations need a coder
+    return DrugCode(code, descriptor, drug, route)

@@ -21,7 +21,7 @@ from chartkeeper.coding.cac import (
     coder_from_titles,
     with_evidence_text,
 )
-from chartkeeper.coding.cac_procedures import ProcedureCoder
+from chartkeeper.coding.cac_procedures import DrugCoder, ProcedureCoder
 from chartkeeper.coding.errors import CodeSetError
 from chartkeeper.coding.icd10cm import Tabular
 from chartkeeper.coding.search import Entry, Hit, SearchIndex
@@ -40,8 +40,8 @@ def tabular(engine: Engine, on: date | None = None) -> Tabular:
 
 
 def coder(engine: Engine, on: date | None = None) -> Coder:
-    """The suggestion engine for a date: ICD-10-CM, and ICD-10-PCS when the site imported
-    the Tables and the Index in force then."""
+    """The suggestion engine for a date: ICD-10-CM; ICD-10-PCS when the site imported the
+    Tables and the Index in force then; HCPCS drug codes when it imported a HCPCS file."""
     codesets.ensure_packaged(engine)
     release = codesets.release_for(engine, "icd10cm", on)
     pcs = []
@@ -50,19 +50,23 @@ def coder(engine: Engine, on: date | None = None) -> Coder:
             pcs.append(codesets.release_for(engine, system, on))
         except codesets.NoRelease:
             break
-    key = ":".join(r.sha256 for r in (release, *pcs))
+    try:
+        hcpcs = [codesets.release_for(engine, "hcpcs", on)]
+    except codesets.NoRelease:
+        hcpcs = []
+    key = ":".join(r.sha256 for r in (release, *pcs, *hcpcs))
     with _LOCK:
         found = _CODERS.get(key)
         if found is None:
             base = _CODERS.get(release.sha256)
             if base is None:
                 base = _CODERS[release.sha256] = coder_for(codesets.model(engine, release))
-            found = base
-            if len(pcs) == 2:
-                procedures = ProcedureCoder(codesets.model(engine, pcs[0]),
-                                            codesets.model(engine, pcs[1]))
-                found = Coder(base.diagnoses, base.displays, base.nlp, base.excludes1,
-                              procedures)
+            procedures = (ProcedureCoder(codesets.model(engine, pcs[0]),
+                                         codesets.model(engine, pcs[1]))
+                          if len(pcs) == 2 else None)
+            drugs = DrugCoder(codesets.model(engine, hcpcs[0]), on) if hcpcs else None
+            found = Coder(base.diagnoses, base.displays, base.nlp, base.excludes1,
+                          procedures, drugs)
             _CODERS[key] = found
         return found
 
