@@ -103,6 +103,8 @@ def coded_claim(visit: dict[str, Any], found: Any,
     if not codes:
         return None
     age = start.year - birth.year - ((start.month, start.day) < (birth.month, birth.day))
+    if not 0 <= age <= 124:
+        return None  # a duplicate registration's mistyped birth date: no claim to edit
     sex = sex if sex in ("male", "female") else "unknown"
     if visit["class"] == "IMP":
         return edits.CodedClaim(
