@@ -11,7 +11,6 @@ write the file into the outbox. The answers to the 837 are posted by ``remittanc
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import os
 import re
@@ -37,6 +36,7 @@ from chartkeeper.coding.worksheet import (
     POA_NUBC,
     PROCEDURE_SYSTEMS,
     claim_id,
+    version_body,
 )
 from chartkeeper.store.errors import Conflict, Gone, InvalidRequest, NotFound
 from chartkeeper.store.service import Store, Txn, now_instant
@@ -246,15 +246,6 @@ def _clock(value: object) -> time | None:
 
 def _age(birth: date, on: date) -> int:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
-
-
-def _content(resource: Resource) -> Resource:
-    """A stored version as the body of a new version: less what the store stamps."""
-    body = copy.deepcopy(resource)
-    meta = {k: v for k, v in body.pop("meta", {}).items() if k not in ("versionId", "lastUpdated")}
-    if meta:
-        body["meta"] = meta
-    return body
 
 
 def _x12_text(value: str) -> str:
@@ -490,7 +481,7 @@ def drg(store: Store, encounter_id: str, weights: Mapping[int, grouper.DrgWeight
                            f"{claim['meta']['versionId']}) while the stay was grouped; group it "
                            "again")
         _require_draft(claim, "record a DRG on")
-        body = _content(claim)
+        body = version_body(claim)
         _principal_entry(body)["packageCode"] = drg_concept(assignment)
         txn.update("Claim", str(claim["id"]), body)
     return assignment
@@ -1172,7 +1163,7 @@ def _next_control_number(txn: Txn) -> int:
 
 
 def _released(current: Resource, prepared: Prepared, pcn: str) -> Resource:
-    body = _content(current)
+    body = version_body(current)
     body["status"] = "active"
     tags = [t for t in (body.get("meta") or {}).get("tag") or []
             if not (t.get("system") == TAG_SYSTEM and t.get("code") == REJECTED_CODE)]

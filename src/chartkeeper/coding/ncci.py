@@ -319,7 +319,7 @@ def _by_date(
 def _texts(data: bytes, source: str) -> Iterator[tuple[str, str]]:
     """The text files in ``data``: itself, or each text/CSV member of a zip, by name."""
     if data[:4] != b"PK\x03\x04":
-        yield source, _decode(data, source)
+        yield source, decode_cms_text(data, source)
         return
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -340,10 +340,11 @@ def _texts(data: bytes, source: str) -> Iterator[tuple[str, str]]:
                 member = archive.read(name)
             except (zipfile.BadZipFile, EOFError) as error:
                 raise CodeSetError(f"{source}: cannot read {name} ({error})") from error
-            yield f"{source}:{name}", _decode(member, f"{source}:{name}")
+            yield f"{source}:{name}", decode_cms_text(member, f"{source}:{name}")
 
 
-def _decode(data: bytes, source: str) -> str:
+def decode_cms_text(data: bytes, source: str) -> str:
+    """A CMS text or CSV file as text: UTF-8, or Windows-1252 as CMS writes non-ASCII."""
     if not data.strip():
         raise CodeSetError(f"{source}: the file is empty")
     if b"\x00" in data[:4096]:

@@ -66,20 +66,20 @@ def _date(value: str | None, name: str) -> date | None:
         raise InvalidRequest(f"{name} must be a date as YYYY-MM-DD, got {value!r}") from None
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def _json_object(request: Request, limit: int, shape: str) -> dict[str, Any]:
+    """The body as a JSON object of at most ``limit`` bytes; ``shape`` says what to send."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ("application/json", "application/fhir+json"):
-        raise InvalidRequest("send the note as application/json: {\"text\": ..., "
-                             "\"setting\": \"inpatient\" | \"outpatient\"}")
+        raise InvalidRequest(f"send application/json: {shape}")
     body = await request.body()
-    if len(body) > MAX_NOTE_BYTES:
-        raise PayloadTooLarge(f"the request body exceeds {MAX_NOTE_BYTES} bytes")
+    if len(body) > limit:
+        raise PayloadTooLarge(f"the request body exceeds {limit} bytes")
     try:
         fields = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(fields, dict):
-        raise InvalidRequest("the body must be a JSON object")
+        raise InvalidRequest(f"the body must be a JSON object: {shape}")
     return fields
 
 
@@ -88,7 +88,8 @@ async def suggest(request: Request) -> dict[str, Any]:
     """``{"text", "setting", "age"?, "date"?}`` -> diagnoses ranked best first, each with
     code, display, confidence and evidence spans; the principal; procedures."""
     engine = _engine(request)
-    fields = await _json_body(request)
+    fields = await _json_object(request, MAX_NOTE_BYTES,
+                                '{"text": ..., "setting": "inpatient" | "outpatient"}')
     text, setting, age = fields.get("text"), fields.get("setting"), fields.get("age")
     if not isinstance(text, str) or not text.strip():
         raise InvalidRequest("'text' must be the note as a non-empty string")
@@ -549,24 +550,6 @@ def _decision(entry: Any, where: str, issues: _Issues) -> Decision | None:
                     system=system, performed=performed, units=units)
 
 
-async def _decisions_json(request: Request) -> dict[str, Any]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/json":
-        raise InvalidRequest("send the decisions as application/json: {\"decisions\": [...], "
-                             "\"reason\": ...}")
-    body = await request.body()
-    if len(body) > MAX_DECISIONS_BYTES:
-        raise PayloadTooLarge(f"the request body exceeds {MAX_DECISIONS_BYTES} bytes")
-    try:
-        fields = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(fields, dict):
-        raise InvalidRequest("the body must be a JSON object: {\"decisions\": [...], "
-                             "\"reason\": ...}")
-    return fields
-
-
 def coder_of(access: RequestAccess) -> Coder:
     principal = access.who()
     return Coder(principal.user_id, principal.role.value)
@@ -633,7 +616,8 @@ async def encounter_edits(request: Request, encounter_id: str) -> dict[str, Any]
     access = access_of(request)
     require_coding(access)
     access.action = AuditAction.READ
-    body = decisions_from_json(await _decisions_json(request))
+    body = decisions_from_json(await _json_object(
+        request, MAX_DECISIONS_BYTES, '{"decisions": [...], "reason": ...}'))
     store: Store = request.app.state.store
 
     def run() -> dict[str, Any]:
@@ -660,7 +644,8 @@ async def encounter_decisions(request: Request, encounter_id: str) -> Response:
     _permit_coding_writes(access)
     access.action = AuditAction.UPDATE
     access.details["change"] = "final codes assigned"
-    body = decisions_from_json(await _decisions_json(request))
+    body = decisions_from_json(await _json_object(
+        request, MAX_DECISIONS_BYTES, '{"decisions": [...], "reason": ...}'))
     store: Store = request.app.state.store
     source = request.client.host if request.client else None
 

@@ -943,7 +943,7 @@ def write(txn: Txn, plan: Plan) -> Finalized:
     conditions = _write_conditions(txn, plan, targets)
     procedures = _write_procedures(txn, plan, targets)
     removed = _remove_stale(txn, encounter_id, set(conditions + procedures), targets)
-    body = _content(encounter)
+    body = version_body(encounter)
     body["diagnosis"] = [entry for entry in body.get("diagnosis") or []
                          if not _is_billing(entry)] + [
         {"condition": {"reference": f"Condition/{condition_id}"},
@@ -976,7 +976,7 @@ def _with(row: feedback.FeedbackRow, provenance_id: str) -> feedback.FeedbackRow
     return replace(row, provenance_id=provenance_id, decided_at=datetime.now(UTC))
 
 
-def _content(resource: Resource) -> Resource:
+def version_body(resource: Resource) -> Resource:
     """A stored version as the body of a new version: less what the store stamps."""
     body = copy.deepcopy(resource)
     meta = {k: v for k, v in body.pop("meta", {}).items() if k not in ("versionId", "lastUpdated")}
