@@ -22,7 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from chartkeeper.api.auth import AUTHENTICATED, RequestAccess, access_of
-from chartkeeper.coding import codesets, edits, feedback, grouper, service
+from chartkeeper.coding import claims, codesets, edits, feedback, grouper, service
 from chartkeeper.coding.cac import SETTINGS, SuggestError
 from chartkeeper.coding.errors import CodeSetError, UnknownCode
 from chartkeeper.coding.ncci import ServiceLine
@@ -183,13 +183,6 @@ MAX_UNITS = 9999
 QUEUE_SETTINGS = ("inpatient", "outpatient")
 REPORT_DAYS = 30  # the reports' default period: the last 30 days, today included
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-# FHIR discharge-disposition (with the synthetic hospital's "hh", home health) -> the NUBC
-# patient discharge status of UB-04 form locator 17, which the Medicare Code Editor reads. The
-# coder can choose another on the worksheet: the mapping is a starting point, not a rule.
-NUBC_STATUS = {"home": "01", "alt-home": "01", "hh": "06", "snf": "03", "rehab": "62",
-               "long": "63", "psy": "65", "hosp": "51", "exp": "20", "aadvice": "07",
-               "other-hcf": "70", "oth": "70"}
-DISPOSITION_SYSTEM = "http://terminology.hl7.org/CodeSystem/discharge-disposition"
 SEXES = {"male": "male", "female": "female"}  # other and unknown are "unknown" to the MCE
 
 AuditHook = Callable[[Txn, Finalized], None]
@@ -321,12 +314,12 @@ def unbilled(store: Store, *, setting: str | None = None, as_of: date | None = N
 
 
 def nubc_discharge_status(encounter: Resource) -> str | None:
-    """The NUBC patient status the encounter's discharge disposition stands for, if any."""
-    disposition = (encounter.get("hospitalization") or {}).get("dischargeDisposition") or {}
-    for coding in disposition.get("coding") or []:
-        if coding.get("system") == DISPOSITION_SYSTEM and coding.get("code") in NUBC_STATUS:
-            return NUBC_STATUS[str(coding["code"])]
-    return None
+    """The NUBC patient status the encounter's discharge disposition stands for (the claims'
+    mapping), or None when it records none the mapping knows: the coder then chooses."""
+    try:
+        return claims.discharge_status(encounter)
+    except claims.StayError:
+        return None
 
 
 def claim_for_edits(plan: Plan, patient: Resource, discharge_status: str | None
