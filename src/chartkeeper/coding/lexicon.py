@@ -132,9 +132,17 @@ WORD_FORMS: dict[str, str] = {
     "anemic": "anemia",
     "septic": "sepsis",
     "pneumonic": "pneumonia",
-    "malignancy": "malignant",
-    "carcinoma": "carcinoma",
-    "cancer": "malignant",
+    # The titles' "malignant neoplasm" is what notes call cancer, carcinoma or malignancy;
+    # metastatic disease is the titles' secondary malignant neoplasm (of lymph nodes...).
+    "malignancy": "malignant neoplasm",
+    "carcinoma": "malignant neoplasm",
+    "adenocarcinoma": "malignant neoplasm",
+    "cancer": "malignant neoplasm",
+    "metastatic": "secondary malignant neoplasm",
+    "metastasis": "secondary malignant neoplasm",
+    "metastases": "secondary malignant neoplasm",
+    "mets": "secondary malignant neoplasm",
+    "node": "lymph node",
     "tumour": "tumor",
     "haemorrhage": "hemorrhage",
     "oesophagus": "esophagus",
@@ -181,7 +189,7 @@ DEFAULT_WORDS: frozenset[str] = frozenset({
     "unspecified", "nos", "closed", "displaced", "initial", "primary", "part", "site",
     "malignant", "skin", "personal", "uncomplicated", "without", "essential",
     "complication", "episode", "single", "specified", "not", "applicable", "organism",
-    "general", "medical", "routine", "health", "other",
+    "general", "medical", "routine", "health", "other", "antineoplastic",
 })
 
 # Reasons for a visit, in the words the Z-code titles use (Chapter 21 encounters).
