@@ -293,3 +293,31 @@ def test_any_valid_professional_claim_passes_pyx12(claim: ProfessionalClaim) -> 
 @given(institutional_claims())
 def test_any_valid_institutional_claim_passes_pyx12(claim: InstitutionalClaim) -> None:
     assert release([claim], envelope()) == build_837i([claim], envelope())
+
+
+def test_pyx12_errors_never_reach_the_servers_log() -> None:
+    """pyx12 logs the offending element's value (PHI); it stays inside the validator."""
+    import logging
+
+    class Server(logging.Handler):  # what a server's log handler on the root logger sees
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.names: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.names.append(record.name)
+
+    server, root = Server(), logging.getLogger()
+    level = root.level
+    root.addHandler(server)
+    root.setLevel(logging.DEBUG)
+    try:
+        issues = validate("ISA*00*          *00*          *ZZ*SUBMITTER      *ZZ*RECEIVER"
+                          "       *260101*1200*^*00501*000000001*0*P*:~GS*HC*S*R*20260101*"
+                          "1200*1*X*005010X222A1~ST*837*0001*005010X222A1~SE*2*0001~GE*1*1~"
+                          "IEA*1*000000001~")
+    finally:
+        root.removeHandler(server)
+        root.setLevel(level)
+    assert issues  # the broken interchange was refused...
+    assert not [name for name in server.names if name.startswith("pyx12")]  # ...silently

@@ -65,6 +65,10 @@ def validate(x12_text: str) -> list[X12Issue]:
 
 
 _PYX12_ERROR_LOG = logging.getLogger("pyx12.error_handler")
+# pyx12 logs each error with the element's value (a name, a member id): PHI, which must not
+# reach the server's log. Our handler above reads them; nothing propagates further.
+logging.getLogger("pyx12").propagate = False
+logging.getLogger("pyx12").addHandler(logging.NullHandler())
 #: pyx12 logs each error as "Line:12 ELE:7 - message (value)" (SEG, ST, GS and ISA likewise).
 _LOG_LINE = re.compile(r"(?:.*?)Line:(\d+) (ISA|GS|ST|SEG|ELE):(\w+) - (.*)", re.DOTALL)
 
