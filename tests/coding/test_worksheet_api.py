@@ -459,7 +459,8 @@ def test_roles_without_the_coding_capability_are_refused_and_audited(
         answer = site.call(method, path, who="typist", **kw)
         assert answer.status_code == 403, (path, answer.text)
         issue = outcome_of(answer)["issue"][0]
-        assert issue["code"] == "forbidden" and "may not coding" in issue["diagnostics"]
+        assert issue["code"] == "forbidden"
+        assert "does not have the coding capability" in issue["diagnostics"]
         assert "J18.9" not in answer.text
     assert counts(site.store) == before
     denied = [e for e in site.security.trail.entries(user_id="tess", limit=100)

@@ -277,7 +277,8 @@ class Principal:
 
     def require(self, capability: Capability) -> None:
         if not self.has(capability):
-            raise Forbidden(f"role {self.role.value} may not {capability.value}")
+            raise Forbidden(f"role {self.role.value} does not have the {capability.value} "
+                            "capability")
 
     @property
     def compartment_limited(self) -> bool:
