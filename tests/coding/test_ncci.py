@@ -63,7 +63,10 @@ def zipped(**members: str | bytes) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, content in members.items():
-            archive.writestr(name.replace("_", "."), content)
+            # A fixed time, so that the bytes (and the test ids built from them) never depend
+            # on the second the tests were collected in (xdist workers must agree).
+            member = zipfile.ZipInfo(name.replace("_", "."), date_time=(2026, 1, 1, 0, 0, 0))
+            archive.writestr(member, content)
     return buffer.getvalue()
 
 
@@ -155,6 +158,7 @@ def test_a_truncated_ptp_file_is_refused() -> None:
         (zipped(**{"readme_pdf": b"%PDF"}), "the zip holds no text or CSV file"),
         (zipped(**{"f1_txt": PTP_TXT})[:50], "not a readable zip archive"),
     ],
+    ids=["empty", "binary", "not-text", "zip-without-text", "truncated-zip"],
 )
 def test_files_that_are_not_ptp_text_are_refused(data: bytes, message: str) -> None:
     with pytest.raises(CodeSetError, match=message):
