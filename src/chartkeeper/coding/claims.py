@@ -39,7 +39,7 @@ from chartkeeper.coding.worksheet import (
     version_body,
 )
 from chartkeeper.store.errors import Conflict, Gone, InvalidRequest, NotFound
-from chartkeeper.store.service import Store, Txn, now_instant
+from chartkeeper.store.service import Store, Txn, now_instant, search_all
 from chartkeeper.x12.checks import PATIENT_CONTROL_NUMBER_MAX
 from chartkeeper.x12.claim import Claim as X12Claim
 from chartkeeper.x12.claim import PayerResponsibility, Sex
@@ -181,17 +181,6 @@ def _read(txn: Txn, resource_type: str, resource_id: str, what: str) -> Resource
         raise UnknownResource(f"{what}: {resource_type}/{resource_id} is not known") from None
     except Gone:
         raise ClaimsError(f"{what}: {resource_type}/{resource_id} was deleted") from None
-
-
-def _search_all(txn: Txn, resource_type: str, params: list[tuple[str, str]]
-                ) -> list[Resource]:
-    found: list[Resource] = []
-    while True:
-        page = txn.search_params(resource_type, [*params, ("_count", "1000"),
-                                                 ("_offset", str(len(found)))]).matches
-        found += page
-        if len(page) < 1000:
-            return found
 
 
 def _target(reference: Resource | None, *kinds: str) -> tuple[str, str] | None:
@@ -765,7 +754,7 @@ def _clinician(txn: Txn, record: _Record, roles: Sequence[str], what: str
 
 
 def _charges(txn: Txn, record: _Record) -> list[Resource]:
-    return sorted((c for c in _search_all(txn, "ChargeItem", [
+    return sorted((c for c in search_all(txn, "ChargeItem", [
         ("context", f"Encounter/{record.encounter['id']}")]) if c.get("status") in CHARGEABLE),
         key=lambda c: str(c["id"]))
 
@@ -1156,7 +1145,7 @@ def _checked_outbox(outbox: Path) -> Path:
 def _next_control_number(txn: Txn) -> int:
     """One more than the highest control number of a stored batch (ISA13, GS06 and ST02 all
     carry it, so that a 999 names its batch whichever it echoes)."""
-    used = [int(value) for batch in _search_all(txn, "DocumentReference", [
+    used = [int(value) for batch in search_all(txn, "DocumentReference", [
         ("_tag", f"{TAG_SYSTEM}|{BATCH_TAG['code']}")])
         if (value := _identifier(batch, CONTROL_SYSTEM)) is not None and value.isdigit()]
     return max(used, default=0) + 1

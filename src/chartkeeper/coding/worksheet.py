@@ -33,7 +33,7 @@ from chartkeeper.coding.errors import UnknownCode
 from chartkeeper.coding.icd10cm import Tabular, dotted
 from chartkeeper.security.audit import AuditAction, AuditRecord, AuditTrail
 from chartkeeper.store.errors import Conflict, Gone, InvalidRequest, NotFound, OutcomeIssue
-from chartkeeper.store.service import Store, Txn, new_id, now_instant
+from chartkeeper.store.service import Store, Txn, new_id, now_instant, search_all
 
 Resource = dict[str, Any]
 Setting = Literal["inpatient", "outpatient"]
@@ -268,7 +268,7 @@ def encounter_text(txn: Txn, encounter_id: str) -> EncounterDocuments:
     skipped: list[str] = []
     parts: list[str] = []
     offset = 0
-    for reference in sorted(_search_all(txn, "DocumentReference", [
+    for reference in sorted(search_all(txn, "DocumentReference", [
             ("encounter", f"Encounter/{encounter_id}"), ("status", "current")]),
             key=_document_order):
         for number, content in enumerate(reference.get("content") or [], start=1):
@@ -328,17 +328,6 @@ def _age(birth: str, on: date) -> int | None:
     except (ValueError, IndexError):
         return None  # the store validated the format; nothing else can be said of the age
     return max(0, on.year - year - ((on.month, on.day) < (month, day)))
-
-
-def _search_all(txn: Txn, resource_type: str, params: list[tuple[str, str]]
-                ) -> list[Resource]:
-    found: list[Resource] = []
-    while True:
-        page = txn.search_params(resource_type, [*params, ("_count", "1000"),
-                                                 ("_offset", str(len(found)))]).matches
-        found += page
-        if len(page) < 1000:
-            return found
 
 
 def _document_order(reference: Resource) -> tuple[datetime, str]:
@@ -1042,7 +1031,7 @@ def _remove_stale(txn: Txn, encounter_id: str, keep: set[str], targets: list[str
     """Delete the Conditions and Procedures of an earlier coding that this one dropped."""
     removed = []
     for resource_type in ("Condition", "Procedure"):
-        for resource in _search_all(txn, resource_type, [
+        for resource in search_all(txn, resource_type, [
                 ("encounter", f"Encounter/{encounter_id}"),
                 ("_tag", f"{TAG_SYSTEM}|{CODED['code']}")]):
             if resource["id"] in keep:
@@ -1138,7 +1127,7 @@ def _procedure_coding(procedure: FinalProcedure) -> Resource:
 def _active_coverages(txn: Txn, patient_id: str, on: date) -> list[Resource]:
     """The patient's active Coverages in force on the day, in their order of benefits."""
     found = []
-    for coverage in _search_all(txn, "Coverage", [("beneficiary", f"Patient/{patient_id}"),
+    for coverage in search_all(txn, "Coverage", [("beneficiary", f"Patient/{patient_id}"),
                                                   ("status", "active")]):
         period = coverage.get("period") or {}
         if period.get("start") and str(period["start"])[:10] > on.isoformat():
@@ -1219,7 +1208,7 @@ def queue(store: Store, *, as_of: date | None = None, limit: int | None = None
         coded = _coded_encounters(txn)
         items = []
         names: dict[str, str] = {}
-        for encounter in _search_all(txn, "Encounter", [("status", "finished")]):
+        for encounter in search_all(txn, "Encounter", [("status", "finished")]):
             if encounter["id"] in coded:
                 continue
             period = encounter.get("period") or {}
@@ -1249,7 +1238,7 @@ def _queue_day(value: str) -> date:
 
 def _coded_encounters(txn: Txn) -> set[str]:
     found = set()
-    for claim in _search_all(txn, "Claim", [("_tag", f"{TAG_SYSTEM}|{CODED['code']}")]):
+    for claim in search_all(txn, "Claim", [("_tag", f"{TAG_SYSTEM}|{CODED['code']}")]):
         if claim.get("status") == "entered-in-error":
             continue
         found.update(_encounters_billed(claim.get("identifier") or []))

@@ -624,6 +624,18 @@ def provenance_of(txn: Txn, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, 
     return found
 
 
+def search_all(txn: Txn, resource_type: str, params: Sequence[tuple[str, str]]
+               ) -> list[Resource]:
+    """Every current match of a search, read a page of 1,000 at a time."""
+    found: list[Resource] = []
+    while True:
+        page = txn.search_params(resource_type, [*params, ("_count", "1000"),
+                                                 ("_offset", str(len(found)))]).matches
+        found += page
+        if len(page) < 1000:
+            return found
+
+
 def referencing(txn: Txn, target_type: str, target_id: str) -> list[Resource]:
     """Every current resource that refers to ``target_type/target_id`` under any reference
     search parameter (its compartment and beyond), each once, in a stable order."""
