@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,14 +94,9 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def live_server(store: Store, tmp_path: Path) -> Iterator[LiveServer]:
-    """The app served by uvicorn on a loopback port in a background thread."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    settings = make_settings(tmp_path, store.url, base_url=f"{base}/fhir")
-    security = make_security(settings, store)
-    app = create_app(settings, store, security)
+@contextmanager
+def served_on(app: Any, port: int) -> Iterator[None]:
+    """Serve ``app`` with uvicorn on a loopback port in a background thread, until exit."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -109,9 +105,22 @@ def live_server(store: Store, tmp_path: Path) -> Iterator[LiveServer]:
         if time.monotonic() > deadline:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
-    yield LiveServer(base, store, issue_token(security), security)
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(store: Store, tmp_path: Path) -> Iterator[LiveServer]:
+    """The app served by uvicorn on a loopback port in a background thread."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = make_settings(tmp_path, store.url, base_url=f"{base}/fhir")
+    security = make_security(settings, store)
+    with served_on(create_app(settings, store, security), port):
+        yield LiveServer(base, store, issue_token(security), security)
 
 
 def fhir_client(base: str, token: str) -> httpx.Client:

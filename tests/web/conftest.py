@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyotp
 import pytest
-import uvicorn
 
 from chartkeeper.api.app import create_app
 from chartkeeper.security.identity import TOTP_INTERVAL_SECONDS, TOTP_WINDOW_STEPS, Role
@@ -27,7 +25,7 @@ from chartkeeper.settings import Settings
 from chartkeeper.store import Store
 from chartkeeper.store.importer import Importer, find_files
 from chartkeeper.synth.generate import generate
-from tests.api.conftest import CHEAP_HASHER, free_port
+from tests.api.conftest import CHEAP_HASHER, free_port, served_on
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -101,18 +99,8 @@ def workbench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
     with store.read() as txn:
         doctor = txn.search_params("Practitioner", [("_count", "1"), ("_sort", "_id")]).matches[0]
     link_practitioner(store, "drsmith", doctor["id"])
-    app = create_app(settings, store, security)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    yield Workbench(url, settings.home, store, security, hospital, accounts)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served_on(create_app(settings, store, security), port):
+        yield Workbench(url, settings.home, store, security, hospital, accounts)
     store.dispose()
 
 

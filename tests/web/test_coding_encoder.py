@@ -10,8 +10,6 @@ module; a second, bare store shows the page a site sees before it imports the PC
 from __future__ import annotations
 
 import gzip
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +19,6 @@ from typing import Any
 import defusedxml.ElementTree as SafeET
 import httpx
 import pytest
-import uvicorn
 
 from chartkeeper.api.app import create_app
 from chartkeeper.coding import codesets, service
@@ -29,7 +26,7 @@ from chartkeeper.security.identity import Role
 from chartkeeper.security.services import SecurityServices
 from chartkeeper.settings import Settings
 from chartkeeper.store import Store
-from tests.api.conftest import CHEAP_HASHER, free_port
+from tests.api.conftest import CHEAP_HASHER, free_port, served_on
 from tests.web.axe import violations
 from tests.web.conftest import Account, add_account, screenshot
 from tests.web.support import sign_in_http
@@ -60,20 +57,10 @@ def serving(root: Path) -> Iterator[Encoder]:
     settings = Settings(home=root / "home", database_url=store.url, base_url=f"{url}/fhir")
     security = SecurityServices.build(settings, store.engine, hasher=CHEAP_HASHER)
     accounts = {name: add_account(security, name, role) for name, role in ROLES.items()}
-    app = create_app(settings, store, security)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
     try:
-        yield Encoder(url, store, security, accounts)
+        with served_on(create_app(settings, store, security), port):
+            yield Encoder(url, store, security, accounts)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         store.dispose()
 
 

@@ -10,8 +10,6 @@ inpatient stay in fiscal year 2026, ICD-10-CM and ICD-10-PCS FY2026), served by 
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -19,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 
 from chartkeeper.api.app import create_app
@@ -31,7 +28,7 @@ from chartkeeper.settings import Settings
 from chartkeeper.store import Store
 from chartkeeper.store.importer import Importer, find_files
 from chartkeeper.synth.generate import generate
-from tests.api.conftest import CHEAP_HASHER, free_port
+from tests.api.conftest import CHEAP_HASHER, free_port, served_on
 from tests.coding.conftest import AS_OF, FY2026, PATIENTS, SEED, import_pcs
 from tests.web.axe import violations
 from tests.web.conftest import Account, add_account, screenshot
@@ -86,20 +83,10 @@ def coding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coding]:
     settings = Settings(home=root / "home", database_url=store.url, base_url=f"{url}/fhir")
     security = SecurityServices.build(settings, store.engine, hasher=CHEAP_HASHER)
     accounts = {name: add_account(security, name, role) for name, role in ROLES.items()}
-    app = create_app(settings, store, security)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
     try:
-        yield Coding(url, store, security, accounts, stay, visits)
+        with served_on(create_app(settings, store, security), port):
+            yield Coding(url, store, security, accounts, stay, visits)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         store.dispose()
 
 
