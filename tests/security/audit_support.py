@@ -39,7 +39,8 @@ def tamper(engine: Engine, *statements: Any) -> None:
         if conn.dialect.name == "sqlite":
             names = conn.execute(text(
                 "SELECT name FROM sqlite_master WHERE type = 'trigger' "
-                "AND tbl_name IN ('audit_entry', 'audit_checkpoint', 'audit_patient')")
+                "AND tbl_name IN ('audit_entry', 'audit_checkpoint', 'audit_patient', "
+                "'audit_patient_mark')")
             ).scalars().all()
             for name in names:
                 conn.exec_driver_sql(f'DROP TRIGGER "{name}"')
@@ -47,7 +48,8 @@ def tamper(engine: Engine, *statements: Any) -> None:
             triggers = conn.execute(text(
                 "SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c "
                 "ON c.oid = t.tgrelid WHERE NOT t.tgisinternal "
-                "AND c.relname IN ('audit_entry', 'audit_checkpoint', 'audit_patient')")).all()
+                "AND c.relname IN ('audit_entry', 'audit_checkpoint', 'audit_patient', "
+                "'audit_patient_mark')")).all()
             for name, table in triggers:
                 conn.exec_driver_sql(f'DROP TRIGGER "{name}" ON "{table}"')
         for statement in statements:

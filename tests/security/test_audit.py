@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, insert, update
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from chartkeeper.fhir.validation import validate_resource
@@ -34,10 +34,11 @@ from chartkeeper.security.audit import (
     audit_checkpoint,
     audit_entry,
     audit_patient,
+    audit_patient_mark,
     create_audit_schema,
 )
 from chartkeeper.store import Store
-from chartkeeper.store.engine import WRITE_OPTION
+from chartkeeper.store.engine import WRITE_OPTION, make_engine
 from tests.security.audit_support import (
     FakeClock,
     entry_count,
@@ -603,3 +604,90 @@ def test_reports_by_patient_find_multi_patient_entries_and_index_tampering_is_de
     result = trail.verify()
     assert not result.ok and result.first_broken_seq == 1
     assert result.reason is not None and "patient index" in result.reason
+
+
+def mark(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(audit_patient_mark.c.indexed_through)).scalar_one())
+
+
+def index_rows(engine: Engine) -> set[tuple[int, str]]:
+    with engine.connect() as conn:
+        return {(int(seq), pid) for seq, pid in conn.execute(
+            select(audit_patient.c.seq, audit_patient.c.patient_id))}
+
+
+def test_the_patient_index_follows_the_chain_and_reports_catch_it_up(
+        trail: AuditTrail, engine: Engine) -> None:
+    trail.append(None, record(1, patient_id=None,
+                              details={"patients": ["pat-7", "pat-8"], "patientCount": 2}))
+    trail.append(None, record(2, patient_id="pat-8"))
+    trail.append(None, record(3, patient_id=None))
+    # Appending writes the entry alone: the index is behind, and that is not a break.
+    assert index_rows(engine) == set() and mark(engine) == 0
+    assert trail.verify().ok
+    assert trail.index_patients() == 3
+    assert index_rows(engine) == {(1, "pat-7"), (1, "pat-8"), (2, "pat-8")}
+    assert mark(engine) == 3 and trail.index_patients() == 0
+    # A report by patient catches up first, in batches of about max_rows rows.
+    trail.append_many(None, [record(n, patient_id=f"pat-{n}") for n in range(4, 40)])
+    assert [e.seq for e in trail.entries(patient_id="pat-39")] == [39]
+    assert mark(engine) == 39 and trail.verify().ok
+    trail.append_many(None, [record(n, patient_id=f"pat-{n}") for n in range(40, 60)])
+    assert trail.index_patients(max_rows=10) == 20
+    assert mark(engine) == 59 and len(index_rows(engine)) == 3 + 36 + 20
+
+
+def test_the_mark_only_moves_forward(trail: AuditTrail, engine: Engine) -> None:
+    fill(trail, 3)
+    trail.index_patients()
+    for statement in (update(audit_patient_mark).values(indexed_through=1),
+                      delete(audit_patient_mark)):
+        with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, \
+                pytest.raises(DBAPIError, match="only moves forward"), conn.begin():
+            conn.execute(statement)
+    assert mark(engine) == 3
+
+
+def test_index_rows_above_the_mark_and_a_mark_past_the_end_are_detected(
+        trail: AuditTrail, engine: Engine) -> None:
+    fill(trail, 4)
+    assert trail.index_patients() == 4
+    fill(trail, 2)  # entries 5 and 6, not indexed yet
+    # Rows for an entry the index has not reached: planted, not derived.
+    tamper(engine, insert(audit_patient).values(seq=5, patient_id="pat-1"))
+    result = trail.verify()
+    assert not result.ok and result.first_broken_seq == 5
+    assert result.reason is not None and "patient index" in result.reason
+    tamper(engine, delete(audit_patient).where(audit_patient.c.seq == 5))
+    assert trail.verify().ok
+    # Cutting indexed entries off the tail, rows and checkpoints too: the mark remembers.
+    tamper(engine, delete(audit_entry).where(audit_entry.c.seq >= 3),
+           delete(audit_patient).where(audit_patient.c.seq >= 3))
+    result = trail.verify()
+    assert not result.ok and result.first_broken_seq == 3
+    assert result.reason is not None and "truncated" in result.reason
+
+
+def test_a_trail_from_before_the_deferred_index_starts_indexed_to_its_head(
+        tmp_path: Path, key: AuditKey) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    try:
+        create_audit_schema(engine)
+        old = AuditTrail(engine, key, clock=FakeClock())
+        fill(old, 3)
+        old.index_patients()
+        # What an older version left: no mark, and an index on audit_entry.patient_id.
+        tamper(engine, delete(audit_patient_mark))
+        with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+            conn.exec_driver_sql("DROP TABLE audit_patient_mark")
+            conn.exec_driver_sql(
+                "CREATE INDEX ix_audit_entry_patient ON audit_entry (patient_id, seq)")
+        create_audit_schema(engine)
+        assert mark(engine) == 3 and old.verify().ok
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE name = 'ix_audit_entry_patient'"
+            ).first() is None
+    finally:
+        engine.dispose()

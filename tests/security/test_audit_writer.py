@@ -11,6 +11,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -32,6 +33,8 @@ from chartkeeper.security.audit import (
     InvalidAuditRecord,
     audit_checkpoint,
     audit_entry,
+    audit_patient,
+    audit_patient_mark,
     awrite,
     create_audit_schema,
 )
@@ -416,3 +419,28 @@ def test_no_checkpoints_when_checkpoint_every_is_none(
     writer.close(timeout=60)
     assert writer.checkpoints_written == 0
     assert trail.verify().checkpoints_checked == 0
+
+
+def test_the_writer_thread_catches_the_patient_index_up(
+        trail: AuditTrail, engine: Engine, writers: MakeWriter) -> None:
+    # Entries appended by someone else (another process, a request's own transaction).
+    trail.append_many(None, [record(n, patient_id=f"pat-{n % 3}") for n in range(30)])
+    writers(trail, index_every=0.05)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and index_mark(engine) < 30:
+        time.sleep(0.05)
+    assert index_mark(engine) == 30
+    with engine.connect() as conn:
+        rows = conn.execute(select(func.count()).select_from(audit_patient)).scalar_one()
+    assert rows == 30
+    assert trail.verify().ok
+
+
+def test_index_every_must_be_positive(trail: AuditTrail) -> None:
+    with pytest.raises(ValueError, match="index_every"):
+        AuditWriter(trail, index_every=0)
+
+
+def index_mark(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(audit_patient_mark.c.indexed_through)).scalar_one())

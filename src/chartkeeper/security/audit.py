@@ -4,8 +4,10 @@ Every entry carries ``entry_hash = HMAC-SHA256(entry key, prev_hash || canonical
 entry, seq included)``, so editing, deleting, reordering or forging an entry breaks the chain
 for anyone holding the key, and the key lives outside the database (``AuditKey``). Signed
 checkpoints of the head make truncation of the tail detectable too. Database triggers refuse
-UPDATE and DELETE on both tables, so tampering needs someone who can drop triggers; ``verify``
-finds what they did.
+UPDATE and DELETE on the audit tables, so tampering needs someone who can drop triggers;
+``verify`` finds what they did. Reports by patient use an index of the patients each entry
+concerns (``audit_patient``), derived from the entries behind the chain and checked by
+``verify``.
 
 Writing: ``AuditTrail.append`` joins a caller's write transaction (the entry commits with the
 change it records); ``append_many`` appends several in one; ``AuditWriter`` group-commits the
@@ -34,7 +36,9 @@ import hmac
 import ipaddress
 import logging
 import queue
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -51,6 +55,7 @@ from sqlalchemy import (
     ColumnElement,
     Engine,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -58,9 +63,10 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    update,
 )
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from chartkeeper.security.identity import KeyFileError, load_or_create_key
@@ -97,7 +103,8 @@ audit_entry = Table(
     Column("details", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("entry_hash", String(64), nullable=False),
-    Index("ix_audit_entry_patient", "patient_id", "seq"),
+    # No index on patient_id: reports by patient go through audit_patient, which also holds
+    # the patients of entries that name several.
     Index("ix_audit_entry_user", "user_id", "seq"),
     Index("ix_audit_entry_recorded", "recorded"),
 )
@@ -113,7 +120,10 @@ audit_checkpoint = Table(
 
 # Which patients each entry concerns: its patient_id and the ids in details["patients"] (a
 # search over several patients is one entry). An index for reports by patient, derived from
-# hashed content and checked against it by verify().
+# hashed content and checked against it by verify(). It is written behind the chain, not in
+# the request's transaction: a page of 50 patients is 50 inserts at random places in the
+# index, which cost five times the entry itself (bench/RESULTS.md, issue 3). The writer
+# thread catches it up every second, and every report by patient catches it up first.
 audit_patient = Table(
     "audit_patient",
     metadata,
@@ -122,7 +132,25 @@ audit_patient = Table(
     Index("ix_audit_patient_patient", "patient_id", "seq"),
 )
 
+# One row: every entry up to ``indexed_through`` has its rows in audit_patient. It only moves
+# forward (a trigger refuses the rest); verify() expects no rows above it.
+audit_patient_mark = Table(
+    "audit_patient_mark",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("indexed_through", BigInteger, nullable=False),
+)
+
 _AUDIT_TABLES = ("audit_entry", "audit_checkpoint", "audit_patient")
+ENTRY_COLUMNS = tuple(column.name for column in audit_entry.columns)
+# Plain SQL to the driver for the head and the INSERT: every read request appends an entry,
+# and SQLAlchemy's statement handling cost more than the statements.
+_HEAD_SQL = "SELECT seq, entry_hash FROM audit_entry ORDER BY seq DESC LIMIT 1"
+
+
+def _insert_sql(marker: str) -> str:
+    return (f"INSERT INTO audit_entry ({', '.join(ENTRY_COLUMNS)}) "
+            f"VALUES ({', '.join([marker] * len(ENTRY_COLUMNS))})")
 
 _PG_REFUSE_FUNCTION = """
 CREATE OR REPLACE FUNCTION chartkeeper_audit_refuse_change() RETURNS trigger
@@ -134,6 +162,36 @@ BEGIN
 END
 $$
 """
+
+_PG_MARK_FUNCTION = """
+CREATE OR REPLACE FUNCTION chartkeeper_audit_mark_forward() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'UPDATE' OR NEW.id <> OLD.id OR NEW.indexed_through < OLD.indexed_through THEN
+        RAISE EXCEPTION USING
+            MESSAGE = 'audit_patient_mark only moves forward: ' || TG_OP || ' refused',
+            ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END
+$$
+"""
+
+_SQLITE_MARK_TRIGGERS = [
+    "CREATE TRIGGER IF NOT EXISTS audit_patient_mark_no_delete BEFORE DELETE ON "
+    "audit_patient_mark BEGIN SELECT RAISE(ABORT, 'audit_patient_mark only moves forward: "
+    "DELETE refused'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_patient_mark_forward BEFORE UPDATE ON "
+    "audit_patient_mark WHEN NEW.id <> OLD.id OR NEW.indexed_through < OLD.indexed_through "
+    "BEGIN SELECT RAISE(ABORT, 'audit_patient_mark only moves forward: UPDATE refused'); END",
+]
+
+_PG_MARK_TRIGGERS = [
+    "CREATE OR REPLACE TRIGGER audit_patient_mark_forward BEFORE UPDATE OR DELETE ON "
+    "audit_patient_mark FOR EACH ROW EXECUTE FUNCTION chartkeeper_audit_mark_forward()",
+    "CREATE OR REPLACE TRIGGER audit_patient_mark_no_truncate BEFORE TRUNCATE ON "
+    "audit_patient_mark FOR EACH STATEMENT EXECUTE FUNCTION chartkeeper_audit_refuse_change()",
+]
 
 
 def _sqlite_triggers(table: str) -> list[str]:
@@ -167,15 +225,25 @@ def create_audit_schema(engine: Engine) -> None:
         metadata.create_all(conn)
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(_PG_REFUSE_FUNCTION)
+            conn.exec_driver_sql(_PG_MARK_FUNCTION)
             statements = [s for table in _AUDIT_TABLES for s in _postgres_triggers(table)]
+            statements += _PG_MARK_TRIGGERS
         elif conn.dialect.name == "sqlite":
             statements = [s for table in _AUDIT_TABLES for s in _sqlite_triggers(table)]
+            statements += _SQLITE_MARK_TRIGGERS
         else:
             raise AuditError(
                 f"the audit trail supports sqlite and postgresql, not {conn.dialect.name!r}"
             )
         for statement in statements:
             conn.exec_driver_sql(statement)
+        # Trails made before the index moved behind the chain wrote it with each entry: they
+        # start indexed up to their head. The patient_id index those versions kept on
+        # audit_entry is covered by audit_patient.
+        if conn.execute(select(audit_patient_mark.c.id)).first() is None:
+            head = conn.execute(select(func.coalesce(func.max(audit_entry.c.seq), 0))).scalar()
+            conn.execute(insert(audit_patient_mark).values(id=1, indexed_through=head))
+        conn.exec_driver_sql("DROP INDEX IF EXISTS ix_audit_entry_patient")
 
 
 @contextmanager
@@ -486,9 +554,50 @@ class AuditTrail:
         if not records:
             return []
         if conn is None:
+            if self.engine.dialect.name == "sqlite":
+                return self._append_on_driver(records, durable)
             with _write_connection(self.engine, durable) as own:
                 return self._append_locked(own, records)
         return self._append_locked(conn, records)
+
+    def _append_on_driver(self, records: Sequence[AuditRecord], durable: bool) -> list[int]:
+        """``append_many`` in a transaction of its own on SQLite, on the driver's connection
+        (taken from the engine's pool): every read request appends an entry, and SQLAlchemy's
+        connection and statement layers cost more than the transaction itself (0.55 → 0.35 ms
+        a read, bench/RESULTS.md). Errors are raised as SQLAlchemy's, like the other path."""
+        details = [record.details_json() for record in records]
+        try:
+            pooled = self.engine.raw_connection()
+        except sqlite3.Error as exc:  # the pool does not wrap what connect() raised
+            raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
+        statement = "BEGIN IMMEDIATE"
+        try:
+            raw: Any = pooled.driver_connection
+            if not durable:
+                raw.execute("PRAGMA synchronous=NORMAL")
+            try:
+                raw.execute(statement)
+                try:
+                    statement = _HEAD_SQL
+                    row = raw.execute(statement).fetchone()
+                    rows = self._chain(row, records, details)
+                    statement = _insert_sql("?")
+                    raw.executemany(statement, rows)
+                    statement = "COMMIT"
+                    raw.execute(statement)
+                except BaseException:
+                    if raw.in_transaction:
+                        raw.execute("ROLLBACK")
+                    raise
+            finally:
+                if not durable:
+                    raw.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as exc:
+            pooled.invalidate()
+            raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
+        finally:
+            pooled.close()
+        return [row[0] for row in rows]
 
     def _check_write_transaction(self, conn: Connection) -> None:
         if not conn.in_transaction():
@@ -507,17 +616,22 @@ class AuditTrail:
             conn.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK_ID)))
 
     def _head(self, conn: Connection) -> tuple[int, str]:
-        row = conn.execute(
-            select(audit_entry.c.seq, audit_entry.c.entry_hash)
-            .order_by(audit_entry.c.seq.desc()).limit(1)
-        ).first()
-        return (0, GENESIS_HASH) if row is None else (int(row.seq), str(row.entry_hash))
+        row = conn.exec_driver_sql(_HEAD_SQL).first()
+        return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
 
     def _append_locked(self, conn: Connection, records: Sequence[AuditRecord]) -> list[int]:
         details = [record.details_json() for record in records]
         self._lock(conn)
-        head_seq, head_hash = self._head(conn)
-        rows: list[dict[str, Any]] = []
+        rows = self._chain(conn.exec_driver_sql(_HEAD_SQL).first(), records, details)
+        conn.exec_driver_sql(_insert_sql("?" if conn.dialect.name == "sqlite" else "%s"), rows)
+        return [row[0] for row in rows]
+
+    def _chain(self, head: Any, records: Sequence[AuditRecord], details: Sequence[str]
+               ) -> list[tuple[Any, ...]]:
+        """The rows of ``records`` chained after ``head`` (a (seq, entry_hash) row or None),
+        in ``ENTRY_COLUMNS`` order."""
+        head_seq, head_hash = (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
+        rows: list[tuple[Any, ...]] = []
         for seq, record, details_json in zip(
                 range(head_seq + 1, head_seq + 1 + len(records)), records, details, strict=True):
             values: dict[str, Any] = {
@@ -536,17 +650,58 @@ class AuditTrail:
             values["prev_hash"] = head_hash
             values["entry_hash"] = head_hash = self.key.entry_hash(
                 head_hash, canonical_entry(values))
-            rows.append(values)
-        conn.execute(insert(audit_entry), rows)
-        patient_rows = [(row["seq"], pid) for row in rows
-                        for pid in sorted(entry_patients(row["patient_id"], row["details"]))]
+            rows.append(tuple(values[column] for column in ENTRY_COLUMNS))
+        return rows
+
+    # ------------------------------------------------------------------ patient index
+    def index_patients(self, *, max_rows: int = 2000) -> int:
+        """Bring the patient index (``audit_patient``) up to the head of the chain.
+
+        Reads the entries after the mark, inserts one row per patient they concern and moves
+        the mark, in transactions of about ``max_rows`` rows so that appends wait at most a
+        few milliseconds. Returns the number of entries indexed. Safe to call from any number
+        of threads and processes: the mark is read under the trail's lock (SQLite's write
+        lock, a row lock on PostgreSQL), so no entry is indexed twice.
+        """
+        indexed = 0
+        while True:
+            with self.engine.connect() as peek:  # nothing to do: no write lock taken
+                mark = peek.execute(select(audit_patient_mark.c.indexed_through)).scalar()
+                head = peek.execute(select(func.max(audit_entry.c.seq))).scalar()
+            if mark is None:
+                raise AuditError("the audit trail has no patient-index mark; run "
+                                 "create_audit_schema")
+            if head is None or head <= mark:
+                return indexed
+            with _write_connection(self.engine, durable=False) as conn:
+                indexed += self._index_batch(conn, max_rows)
+
+    def _index_batch(self, conn: Connection, max_rows: int) -> int:
+        mark_query = select(audit_patient_mark.c.indexed_through)
+        if conn.dialect.name == "postgresql":
+            mark_query = mark_query.with_for_update()
+        mark = int(conn.execute(mark_query).scalar_one())
+        patient_rows: list[tuple[str, int]] = []
+        last = mark
+        entries = conn.execute(
+            select(audit_entry.c.seq, audit_entry.c.patient_id, audit_entry.c.details)
+            .where(audit_entry.c.seq > mark).order_by(audit_entry.c.seq)
+            .limit(max(1, max_rows // 10))).all()
+        for seq, patient_id, details in entries:
+            patient_rows.extend((pid, seq) for pid in entry_patients(patient_id, details))
+            last = int(seq)
+            if len(patient_rows) >= max_rows:
+                break
+        if last == mark:
+            return 0
         if patient_rows:
-            # executemany straight to the driver: a search page names dozens of patients.
+            patient_rows.sort()  # neighbours in the index: fewer pages touched
             marker = "?" if conn.dialect.name == "sqlite" else "%s"
             conn.exec_driver_sql(
-                f"INSERT INTO audit_patient (seq, patient_id) VALUES ({marker}, {marker})",
+                f"INSERT INTO audit_patient (patient_id, seq) VALUES ({marker}, {marker})",
                 patient_rows)
-        return [row["seq"] for row in rows]
+        conn.execute(update(audit_patient_mark).values(indexed_through=last))
+        return sum(1 for seq, _, _ in entries if seq <= last)
 
     def checkpoint(self) -> Checkpoint:
         """Sign the current head and store the checkpoint (the existing one if already signed)."""
@@ -629,6 +784,10 @@ class AuditTrail:
                 checkpoints_checked += 1
                 pending = next(checkpoints, None)
             expected_index: dict[int, set[str]] = {}
+            # Entries after the mark are not indexed yet: they must have no rows.
+            indexed_through = int(conn.execute(
+                select(func.coalesce(func.max(audit_patient_mark.c.indexed_through), 0))
+            ).scalar_one())
 
             def index_problem() -> tuple[int, str] | None:
                 """Compare the patient index with the entries of the window just read."""
@@ -671,7 +830,8 @@ class AuditTrail:
                     pending = next(checkpoints, None)
                 if anchor is not None and row.seq == anchor.seq:
                     anchor_hash = row.entry_hash
-                expected_index[row.seq] = entry_patients(row.patient_id, row.details)
+                expected_index[row.seq] = (entry_patients(row.patient_id, row.details)
+                                           if row.seq <= indexed_through else set())
                 if len(expected_index) >= batch_size and (problem_at := index_problem()):
                     return broken(*problem_at)
                 prev_hash = computed
@@ -691,6 +851,10 @@ class AuditTrail:
             return broken(int(orphan), f"the patient index names entry {orphan}, past the end "
                                        f"of the chain at {expected_seq - 1} (the tail was "
                                        "truncated)")
+        if indexed_through >= expected_seq:
+            return broken(expected_seq, f"the patient index was written up to entry "
+                                        f"{indexed_through}, past the end of the chain at "
+                                        f"{expected_seq - 1} (the tail was truncated)")
         if anchor is not None:
             if anchor_hash is None:
                 return broken(expected_seq, f"the chain ends at entry {expected_seq - 1} but "
@@ -706,6 +870,7 @@ class AuditTrail:
                     ) -> list[ColumnElement[bool]]:
         conditions: list[ColumnElement[bool]] = []
         if patient_id is not None:
+            self.index_patients()  # a report by patient sees every entry up to now
             conditions.append(audit_entry.c.seq.in_(
                 select(audit_patient.c.seq).where(audit_patient.c.patient_id == patient_id)))
         if user_id is not None:
@@ -820,18 +985,24 @@ class AuditWriter:
     Every ``checkpoint_every`` entries it has appended, the writer signs a checkpoint of the
     head (``None``: never). A failed checkpoint is logged and tried again after the next batch;
     the entries it would have covered are already committed.
+
+    Every ``index_every`` seconds (``None``: never) it catches the patient index up with
+    whatever entries this or any other writer appended (``AuditTrail.index_patients``).
     """
 
     def __init__(self, trail: AuditTrail, *, max_batch: int = 512,
-                 checkpoint_every: int | None = 10_000,
+                 checkpoint_every: int | None = 10_000, index_every: float | None = 1.0,
                  thread_name: str = "chartkeeper-audit-writer") -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be at least 1 or None, got {checkpoint_every}")
+        if index_every is not None and index_every <= 0:
+            raise ValueError(f"index_every must be positive or None, got {index_every}")
         self.trail = trail
         self.max_batch = max_batch
         self.checkpoint_every = checkpoint_every
+        self.index_every = index_every
         # Written by the writer thread only. A batch retried entry by entry counts one
         # transaction per entry that landed.
         self.batches_written = 0
@@ -901,10 +1072,18 @@ class AuditWriter:
     # ------------------------------------------------------------------ writer thread
     def _run(self) -> None:
         batch: list[_Submission] = []
+        next_index = None if self.index_every is None else time.monotonic() + self.index_every
         try:
             stopping = False
             while not stopping:
-                first = self._queue.get()
+                if next_index is not None and time.monotonic() >= next_index:
+                    self._index_patients()
+                    next_index = time.monotonic() + (self.index_every or 0)
+                try:
+                    first = self._queue.get(timeout=None if next_index is None else
+                                            max(0.0, next_index - time.monotonic()))
+                except queue.Empty:
+                    continue
                 if first is None:
                     break
                 batch = [first]
@@ -970,6 +1149,13 @@ class AuditWriter:
             self.entries_written += 1
             self._since_checkpoint += 1
             submission.future.set_result(seq)
+
+    def _index_patients(self) -> None:
+        try:
+            self.trail.index_patients()
+        except Exception as exc:  # the entries are safe; reports catch the index up too
+            _log.warning("audit patient index catch-up failed (%s); trying again later",
+                         type(exc).__name__)
 
     def _checkpoint_if_due(self) -> None:
         if self.checkpoint_every is None or self._since_checkpoint < self.checkpoint_every:
