@@ -1,12 +1,17 @@
 """What authorization and auditing cost on the record store's read and search benchmarks.
 
-Runs the same requests through the real app (in-process, Starlette's TestClient) twice on the
-same store: with the code of a baseline commit from before the authorization layer (no
-token, no audit), and with the working tree (bearer token, role and compartment checks,
-the record guard, one durable audit entry per request). Each side runs in its own process;
-the sides alternate ``--rounds`` times and each keeps its best round, so drift of the machine
-does not count against either. The baseline is checked out with ``git worktree`` into a
-temporary folder.
+Runs the same requests through the real app (in-process, Starlette's TestClient) on the same
+store with two versions of the code: a baseline commit from before the authorization layer
+(no token, no audit) and the working tree (bearer token, role and compartment checks, the
+record guard, one durable audit entry per request). The baseline is checked out with
+``git worktree`` into a temporary folder.
+
+Each side is a long-lived child process that has loaded its app and warmed its caches. The
+parent sends both the same block of requests in turn, in random order, for every kind and
+round, so a block of one side always has a neighbour of the other side measured seconds
+apart: drift of a busy machine (the reason single-pass figures swung by ±15 points) falls on
+both. The overhead of a kind is the median, over its blocks, of after/before time, with a
+bootstrap 95 % interval; the mean of the kinds is the headline figure.
 
     .venv/bin/python bench/ingest.py --resources 1000000      # builds var/bench/ingest.sqlite
     .venv/bin/python bench/security_overhead.py [--baseline bcb4130] [--queries 200]
@@ -18,32 +23,24 @@ import argparse
 import gc
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = "bcb4130"  # the last commit before the authorization layer
+Call = tuple[str, list[tuple[str, str]]]
 
 
-def measure(database_url: str, n: int) -> dict[str, dict[str, float]]:
-    """Run in a child process whose ``chartkeeper`` is either side's code."""
-    sys.path.insert(0, str(REPO))
-    from fastapi.testclient import TestClient
+def build_requests(store: Any, n: int) -> dict[str, list[Call]]:
+    from bench.search import queries, sample
 
-    from bench.search import percentile, queries, sample
-    from chartkeeper.api.app import create_app
-    from chartkeeper.settings import Settings
-    from chartkeeper.store import Store
-
-    store = Store(database_url)
-    settings = Settings(home=REPO / "var" / "bench" / "home", database_url=database_url)
-    app = create_app(settings, store)
-    secured = hasattr(app.state, "security")
-    requests: dict[str, list[tuple[str, list[tuple[str, str]]]]] = {
+    requests: dict[str, list[Call]] = {
         "read Patient by id": [(f"/fhir/Patient/{p['id']}", []) for p in
                                sample(store, "Patient", n, 11)],
         "read Observation by id": [(f"/fhir/Observation/{o['id']}", []) for o in
@@ -53,68 +50,109 @@ def measure(database_url: str, n: int) -> dict[str, dict[str, float]]:
         rtype = ("Patient" if "patient by" in kind else
                  "Observation" if "observ" in kind else "Condition")
         requests[f"search {kind}"] = [(f"/fhir/{rtype}", params) for params in params_list]
-    results: dict[str, dict[str, float]] = {}
+    return requests
+
+
+def serve(database_url: str, n: int, commands: IO[str], replies: IO[str]) -> None:
+    """The child: load the app, then time the blocks of requests the parent asks for."""
+    sys.path.insert(0, str(REPO))
+    from fastapi.testclient import TestClient
+
+    from chartkeeper.api.app import create_app
+    from chartkeeper.settings import Settings
+    from chartkeeper.store import Store
+
+    store = Store(database_url)
+    settings = Settings(home=REPO / "var" / "bench" / "home", database_url=database_url)
+    app = create_app(settings, store)
+    requests = build_requests(store, n)
     with TestClient(app) as client:
-        if secured:
+        if hasattr(app.state, "security"):
             from bench.search import bench_token
             client.headers["Authorization"] = f"Bearer {bench_token(app)}"
-        for kind, calls in requests.items():
-            for path, params in calls[:10]:  # warm caches and compiled statements
-                client.get(path, params=params)
-            # The same garbage-collector settings on both sides (the app has done this at
-            # start-up since the chart page's tuning; the baseline has not): the comparison is
-            # of the security layer, not of the collector.
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(20_000, 20, 20)
-            times: list[float] = []
-            started = time.perf_counter()
+        for calls in requests.values():
+            for path, params in calls:  # warm caches, pages and compiled statements
+                response = client.get(path, params=params)
+                assert response.status_code == 200, (path, response.text[:300])
+        # The same garbage-collector settings on both sides (the app has done this at start-up
+        # since the chart page's tuning; the baseline has not): the comparison is of the
+        # security layer, not of the collector.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
+        replies.write(json.dumps({"ready": sorted(requests)}) + "\n")
+        replies.flush()
+        for line in commands:
+            command = json.loads(line)
+            calls = requests[command["kind"]][command["start"]:command["stop"]]
+            times = []
             for path, params in calls:
                 t0 = time.perf_counter()
                 response = client.get(path, params=params)
-                times.append((time.perf_counter() - t0) * 1000)
+                times.append(time.perf_counter() - t0)
                 assert response.status_code == 200, (path, response.text[:300])
-            elapsed = time.perf_counter() - started
-            results[kind] = {"p50": statistics.median(times), "p95": percentile(times, 0.95),
-                             "per_s": len(calls) / elapsed}
+            replies.write(json.dumps(times) + "\n")
+            replies.flush()
     store.dispose()
-    return results
 
 
-def run_side(src: Path, database_url: str, n: int) -> dict[str, dict[str, float]]:
-    env = dict(os.environ, PYTHONPATH=str(src))
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", database_url, "--queries", str(n)],
-        env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"the run with {src} failed:\n{done.stderr[-3000:]}")
-    out = done.stdout
-    result: dict[str, dict[str, float]] = json.loads(out.strip().splitlines()[-1])
-    return result
+class Side:
+    def __init__(self, name: str, src: Path, database_url: str, n: int) -> None:
+        self.name = name
+        env = dict(os.environ, PYTHONPATH=str(src))
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--child", database_url, "--queries", str(n)],
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ready(self) -> list[str]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.name} side failed to start")
+        kinds: list[str] = json.loads(line)["ready"]
+        return kinds
+
+    def run(self, kind: str, start: int, stop: int) -> list[float]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"kind": kind, "start": start, "stop": stop}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.name} side failed")
+        times: list[float] = json.loads(line)
+        return times
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(timeout=120)
 
 
-def best(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    return {kind: {"p50": min(r[kind]["p50"] for r in rounds),
-                   "p95": min(r[kind]["p95"] for r in rounds),
-                   "per_s": max(r[kind]["per_s"] for r in rounds)} for kind in rounds[0]}
+def bootstrap(ratios: list[float], rng: random.Random, draws: int = 2000) -> tuple[float, float]:
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios)))
+                     for _ in range(draws))
+    return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url",
                         default=f"sqlite:///{REPO / 'var' / 'bench' / 'ingest.sqlite'}")
-    parser.add_argument("--queries", type=int, default=200, help="requests per kind")
+    parser.add_argument("--queries", type=int, default=200, help="distinct requests per kind")
+    parser.add_argument("--block", type=int, default=20, help="requests per timed block")
+    parser.add_argument("--rounds", type=int, default=5, help="passes over every request")
     parser.add_argument("--baseline", default=BASELINE, help="git ref without the layer")
-    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--child", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.queries)))
+        serve(args.child, args.queries, sys.stdin, sys.stdout)
         return
     print("command:", " ".join([".venv/bin/python", "bench/security_overhead.py",
                                 *sys.argv[1:]]))
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+          f"baseline {args.baseline}")
     print(f"store: {args.database_url}")
+    rng = random.Random(7)
     with tempfile.TemporaryDirectory() as scratch:
         worktree = Path(scratch) / "baseline"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree),
@@ -124,26 +162,47 @@ def main() -> None:
         for compiled in (REPO / definitions).glob("*.json.gz"):
             (worktree / definitions).mkdir(parents=True, exist_ok=True)
             (worktree / definitions / compiled.name).symlink_to(compiled)
+        sides = [Side("before", worktree / "src", args.database_url, args.queries),
+                 Side("after", REPO / "src", args.database_url, args.queries)]
         try:
-            before_rounds, after_rounds = [], []
+            kinds = sides[0].ready()
+            if sides[1].ready() != kinds:
+                raise SystemExit("the two sides built different requests")
+            times: dict[str, dict[str, list[float]]] = {
+                k: {"before": [], "after": []} for k in kinds}
+            ratios: dict[str, list[float]] = {k: [] for k in kinds}
+            blocks = [(start, min(start + args.block, args.queries))
+                      for start in range(0, args.queries, args.block)]
             for _ in range(args.rounds):
-                before_rounds.append(run_side(worktree / "src", args.database_url,
-                                              args.queries))
-                after_rounds.append(run_side(REPO / "src", args.database_url, args.queries))
+                for start, stop in blocks:
+                    for kind in kinds:
+                        order = sides[:] if rng.random() < 0.5 else sides[::-1]
+                        block = {side.name: side.run(kind, start, stop) for side in order}
+                        for name, values in block.items():
+                            times[kind][name].extend(values)
+                        ratios[kind].append(statistics.median(block["after"])
+                                            / statistics.median(block["before"]))
         finally:
+            for side in sides:
+                side.close()
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
                             str(worktree)], check=False, capture_output=True)
-    before, after = best(before_rounds), best(after_rounds)
     print(f"{'':<48}{'before p50':>11}{'after p50':>10}{'before p95':>11}{'after p95':>10}"
-          f"{'before/s':>9}{'after/s':>8}{'overhead':>9}")
+          f"{'overhead':>10}{'95% interval':>18}")
     overheads = []
-    for kind in before:
-        b, a = before[kind], after[kind]
-        overhead = (b["per_s"] / a["per_s"] - 1) * 100
+    for kind in kinds:
+        before = sorted(times[kind]["before"])
+        after = sorted(times[kind]["after"])
+        overhead = (statistics.median(ratios[kind]) - 1) * 100
+        low, high = bootstrap(ratios[kind], rng)
         overheads.append(overhead)
-        print(f"{kind:<48}{b['p50']:>9.2f}ms{a['p50']:>8.2f}ms{b['p95']:>9.2f}ms"
-              f"{a['p95']:>8.2f}ms{b['per_s']:>9.0f}{a['per_s']:>8.0f}{overhead:>8.1f}%")
-    print(f"mean overhead (time per request): {statistics.mean(overheads):.1f}%")
+        print(f"{kind:<48}{statistics.median(before) * 1000:>9.2f}ms"
+              f"{statistics.median(after) * 1000:>8.2f}ms"
+              f"{before[int(0.95 * (len(before) - 1))] * 1000:>9.2f}ms"
+              f"{after[int(0.95 * (len(after) - 1))] * 1000:>8.2f}ms"
+              f"{overhead:>9.1f}%{(low - 1) * 100:>9.1f}% to {(high - 1) * 100:.1f}%")
+    print(f"blocks of {args.block} requests, {len(ratios[kinds[0]])} pairs a kind; "
+          f"mean overhead of the kinds: {statistics.mean(overheads):.1f}%")
 
 
 if __name__ == "__main__":
