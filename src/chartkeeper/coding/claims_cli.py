@@ -19,12 +19,8 @@ from rich.console import Console
 
 from chartkeeper import x12
 from chartkeeper.coding import grouper
-from chartkeeper.coding.claims import (
-    Parties,
-    drg,
-    release_claim,
-    write_batch,
-)
+from chartkeeper.coding.claim_release import Parties, release_claim, write_batch
+from chartkeeper.coding.claims import drg
 from chartkeeper.coding.remittance_posting import post
 from chartkeeper.coding.worksheet import claim_id
 from chartkeeper.settings import Settings
