@@ -90,8 +90,7 @@ def coder(encoder: Encoder) -> Iterator[httpx.Client]:
 
 
 def sign_in(page: Any, encoder: Encoder, username: str, next_path: str) -> None:
-    """Sign in through the form, then open ``next_path`` (the sign-in page returns to the
-    path asked for, without its query)."""
+    """Sign in through the form from the encoder, then open ``next_path``."""
     account = encoder.accounts[username]
     page.goto(f"{encoder.url}/coding/encoder")
     page.fill("#username", account.username)

@@ -48,6 +48,25 @@ def test_pages_without_a_session_send_the_browser_to_sign_in(workbench: Workbenc
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
+def test_sign_in_returns_to_the_page_asked_for_with_its_query(workbench: Workbench) -> None:
+    account = workbench.accounts["tech"]
+    with httpx.Client(base_url=workbench.url) as client:
+        asked = client.get("/patients", params={"q": "smith", "page": "2"})
+        assert asked.status_code == 303
+        location = asked.headers["location"]
+        assert location == "/sign-in?next=/patients%3Fq%3Dsmith%26page%3D2"
+        form = client.get(location)
+        assert 'value="/patients?q=smith&amp;page=2"' in form.text
+        answer = client.post("/sign-in", data={
+            "csrf_token": csrf_of(form.text), "username": account.username,
+            "password": PASSWORD, "next": "/patients?q=smith&page=2"})
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/patients?q=smith&page=2"
+        # Only a path on this site: another host in next is never followed.
+        form = client.get("/sign-in", params={"next": "//evil.example/patients?q=x"})
+        assert 'value="/home"' in form.text
+
+
 def test_sign_in_needs_its_csrf_token_and_refusals_are_audited(workbench: Workbench) -> None:
     account = workbench.accounts["tech"]
     with httpx.Client(base_url=workbench.url) as client:

@@ -91,7 +91,10 @@ class PageRule(AccessRule):
             return await super().__call__(request)
         except AuthenticationError:
             request.state.access = None  # nothing was shown: no audit entry for the redirect
-            raise SignInNeeded(request.url.path) from None
+            query = request.url.query
+            # Back to the page asked for, query included (/coding/encoder?code=E11.9).
+            raise SignInNeeded(f"{request.url.path}?{query}" if query else request.url.path
+                               ) from None
 
 
 PAGE = PageRule("page", None)  # shows no patient data
@@ -223,7 +226,7 @@ def error_page(request: Request, status: int, message: str) -> Response:
 
 
 def sign_in_redirect(request: Request, next_path: str) -> Response:
-    return RedirectResponse(f"/sign-in?next={quote(next_path)}", status_code=303)
+    return RedirectResponse(f"/sign-in?next={quote(next_path, safe='/')}", status_code=303)
 
 
 def _safe_next(value: str | None) -> str:
