@@ -51,6 +51,7 @@ from chartkeeper.coding.remittance_posting import (
     post_999,
 )
 from chartkeeper.coding.worksheet import Coder, Decision, claim_id, decide, worksheet
+from chartkeeper.fhir.validation import validate_resource
 from chartkeeper.store import Store
 from chartkeeper.x12.checks import npi_is_valid
 from tests.x12.test_responses import interchange
@@ -776,10 +777,11 @@ DTP*472*D8*20260110
 
 
 def remittance_835(stay: str, visit: str, *, visit_paid: str = "100",
-                   visit_billed: str = "145") -> str:
+                   visit_billed: str = "145", plb: str = "", withheld: str = "0") -> str:
     """Both claims paid: the stay by DRG less the Part A deductible, the visit at the fee
-    schedule less coinsurance (CO 45 and PR 2 on its line)."""
-    total = Decimal(6000) + Decimal(visit_paid)
+    schedule less coinsurance (CO 45 and PR 2 on its line); ``plb`` is a PLB segment whose
+    amounts add up to ``withheld``."""
+    total = Decimal(6000) + Decimal(visit_paid) - Decimal(withheld)
     return interchange("HP", "005010X221A1", f"""
 BPR*I*{total}*C*ACH*CCP*01*011000015*DA*123456789*1512345678**01*071000013*DA*555444333*20260420
 TRN*1*EFT0000777*1512345678
@@ -802,7 +804,7 @@ SVC*HC:99213*{visit_billed}*{visit_paid}**1
 DTM*472*20260110
 CAS*CO*45*25
 CAS*PR*2*20
-""", st03=False)
+{plb}""", st03=False)
 
 
 def test_the_answers_are_valid_x12() -> None:
@@ -942,6 +944,61 @@ def test_bad_answers_are_refused_and_nothing_is_stored(
     with pytest.raises(PostingError) as caught:
         poster(store, make((stay.patient_control_number, visit.patient_control_number)))
     assert message in str(caught.value), str(caught.value)
+    assert counts(store) == before
+
+
+def test_an_835_posts_its_payment_and_provider_adjustments_as_a_payment_reconciliation(
+        store: Store, billed: Billed, outbox: Path) -> None:
+    stay, visit = released(store, billed, outbox)
+    # Interest owed on a late payment adds 12.50; an overpayment recovered takes 250 back.
+    plb = (f"PLB*{HOSPITAL_NPI}*20261231*L6:PAYERCLAIM0001*-12.5*WO:OLDCLAIM0042*250\n")
+    text = remittance_835(stay.patient_control_number, visit.patient_control_number,
+                          plb=plb, withheld="237.5")
+    assert x12.validate(text) == []
+    paid = post_835(store, text)
+    [reconciliation_id] = paid.payment_reconciliations
+    reconciliation = read(store, "PaymentReconciliation", reconciliation_id)
+    claim = read(store, "Claim", billed.stay_claim)
+    assert reconciliation["paymentAmount"] == {"value": 5862.5, "currency": "USD"}
+    assert reconciliation["paymentDate"] == "2026-04-20"
+    assert reconciliation["paymentIdentifier"] == {
+        "system": "urn:chartkeeper:x12:835-trace-number", "value": "EFT0000777"}
+    assert reconciliation["paymentIssuer"] == {"display": "MEDICARE (SYNTHETIC)",
+                                               "reference": claim["insurer"]["reference"]}
+    assert reconciliation["outcome"] == "complete"
+    details = reconciliation["detail"]
+    assert [(d["type"]["coding"][0]["code"], d.get("request", {}).get("reference"),
+             d["amount"]["value"]) for d in details] == [
+        ("payment", f"Claim/{billed.stay_claim}", 6000),
+        ("payment", f"Claim/{billed.visit_claim}", 100),
+        ("adjustment", None, 12.5), ("adjustment", None, -250)]
+    assert {d["response"]["reference"] for d in details[:2]} == {
+        f"ClaimResponse/{r}" for r in paid.claim_responses}
+    assert details[2]["type"]["coding"][1] == {
+        "system": "https://x12.org/codes/provider-adjustment-reason-codes", "code": "L6",
+        "display": "Interest Owed"}
+    assert details[3]["identifier"] == {
+        "system": "urn:chartkeeper:x12:835-provider-adjustment-reference",
+        "value": "OLDCLAIM0042"}
+    assert details[3]["date"] == "2026-12-31"
+    # The details add up to the payment, as BPR02 balances the 835.
+    assert sum(Decimal(str(d["amount"]["value"])) for d in details) == Decimal("5862.5")
+    assert [i for i in validate_resource(reconciliation) if i.severity == "error"] == []
+    # Posted once: the same file again stores nothing.
+    before = counts(store)
+    with pytest.raises(PostingError, match="PaymentReconciliation/"):
+        post_835(store, text)
+    assert counts(store) == before
+
+
+def test_an_835_whose_provider_adjustments_do_not_balance_is_refused(
+        store: Store, billed: Billed, outbox: Path) -> None:
+    stay, visit = released(store, billed, outbox)
+    text = remittance_835(stay.patient_control_number, visit.patient_control_number,
+                          plb=f"PLB*{HOSPITAL_NPI}*20261231*WO:OLDCLAIM0042*250\n")
+    before = counts(store)
+    with pytest.raises(PostingError, match="does not balance"):
+        post_835(store, text)
     assert counts(store) == before
 
 

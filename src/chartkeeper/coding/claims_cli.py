@@ -220,5 +220,7 @@ def post_command(
     with opened() as store:
         done = post(store, text)
     rejected = f"; sent back to draft: {', '.join(done.rejected)}" if done.rejected else ""
+    payments = "".join(f"; payment: PaymentReconciliation/{reconciliation}"
+                       for reconciliation in done.payment_reconciliations)
     out.print(f"posted {done.kind} {file.name}: {len(done.claim_responses)} ClaimResponse(s) "
-              f"for Claim {', '.join(done.claims)}{rejected}")
+              f"for Claim {', '.join(done.claims)}{rejected}{payments}")

@@ -1,4 +1,5 @@
-"""Posts the answers to released 837s onto their Claims: 999, 277CA and 835 as ClaimResponses.
+"""Posts the answers to released 837s onto their Claims: 999, 277CA and 835 as ClaimResponses,
+and each 835's payment as a PaymentReconciliation (``payment_reconciliation``).
 
 Each file is posted in one store transaction or not at all. A 999 names the batch it answers by
 its group control number (our batches carry one control number in ISA13, GS06 and ST02); a
@@ -27,6 +28,7 @@ from chartkeeper.coding.claims import (
     TAG_SYSTEM,
     ClaimsError,
 )
+from chartkeeper.coding.payment_reconciliation import TRACE_SYSTEM, payment_reconciliation
 from chartkeeper.store.errors import Gone, NotFound
 from chartkeeper.store.service import Store, Txn, now_instant
 from chartkeeper.x12.remittance import Adjustment, ClaimPayment, Remittance, ServicePayment
@@ -43,10 +45,10 @@ CATEGORY_SYSTEM = "https://x12.org/codes/claim-status-category-codes"
 STATUS_SYSTEM = "https://x12.org/codes/claim-status-codes"
 ENTITY_SYSTEM = "https://x12.org/codes/entity-identifier-codes"
 PAYMENT_TYPE = "http://terminology.hl7.org/CodeSystem/ex-paymenttype"
-# Ours: the payer's claim number, an 835's check or EFT trace number, and the 999's own codes
-# (X12 elements 618 "syntax error", 620 "segment error", 621 "element error"; 717 "ack code").
+# Ours: the payer's claim number and the 999's own codes (the 835 trace number is in
+# payment_reconciliation; X12 elements 618 "syntax error", 620 "segment error", 621 "element
+# error", 717 "ack code").
 PAYER_CLAIM_SYSTEM = "urn:chartkeeper:x12:payer-claim-control-number"
-TRACE_SYSTEM = "urn:chartkeeper:x12:835-trace-number"
 ACK_SYSTEM = "urn:chartkeeper:x12:999-acknowledgment-code"
 SYNTAX_SYSTEM = "urn:chartkeeper:x12:999-transaction-set-syntax-error"
 SEGMENT_SYSTEM = "urn:chartkeeper:x12:999-segment-syntax-error"
@@ -98,6 +100,7 @@ class Posted:
     claim_responses: tuple[str, ...]
     claims: tuple[str, ...]
     rejected: tuple[str, ...]
+    payment_reconciliations: tuple[str, ...] = ()  # an 835's, one per transaction set
 
 
 @dataclass
@@ -108,6 +111,7 @@ class _Posting:
     digest: str
     problems: list[str] = field(default_factory=list)
     responses: list[Resource] = field(default_factory=list)
+    reconciliations: list[Resource] = field(default_factory=list)
     answered: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)  # claim id -> why
 
@@ -266,17 +270,24 @@ def post_835(store: Store, text: str) -> Posted:
         raise _parsed("835", problem) from None
     posting = _Posting("835", _digest(text))
     with store.write() as txn:
-        for remittance in remittances:
+        for index, remittance in enumerate(remittances):
+            paid = []
             for number, payment in enumerate(remittance.claims, start=1):
-                _payment(txn, posting, remittance, number, payment)
+                claim = _payment(txn, posting, remittance, number, payment)
+                if claim is not None:
+                    paid.append((claim, posting.responses[-1]["id"], payment))
+            posting.reconciliations.append(payment_reconciliation(
+                remittance, posting.response_id("payment", index, remittance.trace_number),
+                paid, now_instant()))
         return _finish(txn, posting, "the 835")
 
 
 def _payment(txn: Txn, posting: _Posting, remittance: Remittance, number: int,
-             payment: ClaimPayment) -> None:
+             payment: ClaimPayment) -> Resource | None:
+    """The ClaimResponse of one CLP (appended to the posting); the Claim it answers."""
     claim = _claim_by_number(txn, posting, payment.patient_control_number, "835 payment")
     if claim is None:
-        return
+        return None
     _same_total(posting, claim, abs(payment.billed), f"835 {remittance.trace_number} payment")
     response = _response(posting, claim, posting.response_id(
         remittance.trace_number, payment.patient_control_number, number))
@@ -321,6 +332,7 @@ def _payment(txn: Txn, posting: _Posting, remittance: Remittance, number: int,
         response["processNote"] = [{"number": 1, "type": "display",
                                     "text": f"paid on MS-DRG {payment.drg}"}]
     posting.responses.append(response)
+    return claim
 
 
 def _item_for(claim: Resource, service: ServicePayment, used: set[int]) -> int | None:
@@ -416,17 +428,17 @@ def _response(posting: _Posting, claim: Resource, response_id: str) -> Resource:
 def _finish(txn: Txn, posting: _Posting, what: str) -> Posted:
     """Write the file's ClaimResponses and rejections, or raise with every problem (the
     caller's transaction then rolls back)."""
-    for response in posting.responses:
+    for response in [*posting.responses, *posting.reconciliations]:
         try:
-            txn.read("ClaimResponse", response["id"])
+            txn.read(response["resourceType"], response["id"])
         except (NotFound, Gone):
             continue
-        posting.problems.append(f"{what} was posted before (ClaimResponse/{response['id']} "
-                                "exists)")
+        posting.problems.append(f"{what} was posted before ({response['resourceType']}/"
+                                f"{response['id']} exists)")
     if posting.problems:
         raise PostingError(what, posting.problems)
-    for response in posting.responses:
-        txn.update("ClaimResponse", response["id"], response)
+    for response in [*posting.responses, *posting.reconciliations]:
+        txn.update(response["resourceType"], response["id"], response)
     for claim_ref, why in posting.rejected.items():
         claim = txn.read("Claim", claim_ref)
         body = copy.deepcopy(claim)
@@ -441,4 +453,5 @@ def _finish(txn: Txn, posting: _Posting, what: str) -> Posted:
         body["status"] = "draft"
         txn.update("Claim", claim_ref, body)
     return Posted(posting.kind, tuple(r["id"] for r in posting.responses),
-                  tuple(dict.fromkeys(posting.answered)), tuple(posting.rejected))
+                  tuple(dict.fromkeys(posting.answered)), tuple(posting.rejected),
+                  tuple(r["id"] for r in posting.reconciliations))
