@@ -697,6 +697,37 @@ def test_a_released_claim_is_not_released_or_regrouped_again(store: Store, bille
     assert counts(store) == before and len(list(outbox.iterdir())) == 1
 
 
+def test_claims_released_together_go_out_in_one_837_per_kind_and_a_failing_one_stays(
+        store: Store, billed: Billed, hospital: Hospital, outbox: Path) -> None:
+    second, uncharged = hospital.outpatient[1], hospital.outpatient[2]
+    bill_ready(store, second, "PPRF", CLINICIAN_NPI, VISIT_CHARGES, CPT)
+    for visit in (second, uncharged):
+        decide(store, visit, decisions_for(worksheet(store, visit))
+               + [Decision.add("99213", system="cpt")], CAROL)
+    refs = [billed.stay_claim, billed.visit_claim, claim_id(uncharged), claim_id(second)]
+    untouched = read(store, "Claim", claim_id(uncharged))
+    done = claim_release.release_claims(store, refs, PARTIES, outbox, created=CREATED)
+    assert [(r.claim_id, r.transaction, r.control_number) for r in done.released] == [
+        (billed.stay_claim, "837I", 1), (billed.visit_claim, "837P", 2),
+        (claim_id(second), "837P", 2)]
+    [refusal] = done.refused
+    assert refusal.problems and str(refusal).startswith(f"Claim/{claim_id(uncharged)} was not "
+                                                        "released")
+    assert read(store, "Claim", claim_id(uncharged)) == untouched
+    assert sorted(p.name for p in outbox.iterdir()) == ["837I-000000001.x12",
+                                                        "837P-000000002.x12"]
+    professional = done.released[1].text
+    assert professional == done.released[2].text and x12.validate(professional) == []
+    assert len([s for s in segments(professional) if s.startswith("CLM*")]) == 2
+    batch = read(store, "DocumentReference", done.released[1].document_reference)
+    assert batch["context"]["related"] == [{"reference": f"Claim/{billed.visit_claim}"},
+                                           {"reference": f"Claim/{claim_id(second)}"}]
+    # A 999 rejecting the professional batch sends both of its claims back to billing.
+    rejected = post(store, ack_999(2, "005010X222A1", False))
+    assert set(rejected.rejected) == {billed.visit_claim, claim_id(second)}
+    assert read(store, "Claim", billed.stay_claim)["status"] == "active"
+
+
 def test_an_outbox_that_cannot_take_the_file_stops_the_release(
         store: Store, billed: Billed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = counts(store)

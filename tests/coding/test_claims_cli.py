@@ -101,6 +101,21 @@ def test_release_takes_the_parties_from_the_environment(home: Path, billed: Bill
     assert "*T*:~" in text[:106]  # a test interchange (ISA15)
 
 
+def test_release_of_several_claims_writes_one_batch_per_kind(home: Path,
+                                                             billed: Billed) -> None:
+    outbox = home / "outbox"
+    done = run(home, "release", billed.stay_claim, billed.visit_claim, "--outbox", str(outbox),
+               **PARTIES_ENV)
+    assert done.exit_code == 0, done.stderr
+    assert sorted(p.name for p in outbox.iterdir()) == ["837I-000000001.x12",
+                                                        "837P-000000002.x12"]
+    lines = done.stdout.strip().splitlines()
+    assert [line.split(" (version")[0] for line in lines] == [
+        f"released Claim/{billed.stay_claim}", f"released Claim/{billed.visit_claim}"]
+    again = run(home, "release", billed.stay_claim, "--outbox", str(outbox), **PARTIES_ENV)
+    assert again.exit_code == 1 and "is active, not a draft" in again.stderr
+
+
 def test_release_says_which_party_is_missing_and_what_is_wrong(home: Path,
                                                                billed: Billed) -> None:
     outbox = home / "outbox"

@@ -1,19 +1,22 @@
 """Releasing a coded Claim: the release gate, the interchange control numbers and the stored
 837 batches.
 
-``release_claim`` runs the coding edits and the X12 release gate (our checks and pyx12); only
-when both pass does the batch take the next control number (``next_control_number``, a
-counter row in the store's database) and the Claim become active with its 837 stored as a
-DocumentReference and written into the outbox. ``write_batch`` writes a stored batch again.
+``release_claims`` runs the coding edits and the X12 release gate (our checks and pyx12) on
+each claim; those that pass go into one 837 per transaction kind, which takes the next control
+number (``next_control_number``, a counter row in the store's database), and become active
+with the 837 stored as a DocumentReference and written into the outbox. ``release_claim``
+releases one claim; ``write_batch`` writes a stored batch again.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 import tempfile
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,16 +103,122 @@ class Released:
 
 def release_claim(store: Store, claim_ref: str, parties: Parties, outbox: Path, *,
                   created: datetime | None = None) -> Released:
-    """Check a draft Claim (coding edits, our X12 checks, pyx12) and release it.
+    """Check a draft Claim (coding edits, our X12 checks, pyx12) and release it alone.
 
-    Only when everything passes: the batch takes the next control number, and in one store
-    transaction the Claim becomes active (with its patient control number, insurer, priced
-    lines and total) and the 837 is stored as a DocumentReference; then the file is written
-    into ``outbox`` (a temporary file renamed into place). Any problem raises with every issue
-    found, and nothing changes. A failure to write the file after the commit raises
-    OutboxError naming the stored batch to write it from.
+    ``release_claims`` with one claim: raises its ReleaseRefused when it does not pass.
+    """
+    batch = release_claims(store, [claim_ref], parties, outbox, created=created)
+    if batch.refused:
+        raise batch.refused[0]
+    return batch.released[0]
+
+
+@dataclass(frozen=True)
+class ReleasedBatch:
+    """What ``release_claims`` did: the claims released (each naming its batch) and the
+    refusals of those that were not (unchanged)."""
+
+    released: list[Released]
+    refused: list[ReleaseRefused]
+
+
+@dataclass(frozen=True)
+class _Checked:
+    claim: Resource
+    prepared: Prepared
+    pcn: str
+    kind: str
+    warnings: list[str]
+
+
+def release_claims(store: Store, claim_refs: Sequence[str], parties: Parties, outbox: Path, *,
+                   created: datetime | None = None) -> ReleasedBatch:
+    """Check draft Claims and release those that pass, in one 837 per kind (837I, 837P).
+
+    Each claim is checked on its own (coding edits, our X12 checks, pyx12); one that fails is
+    refused with every issue found and left as it was, and does not hold back the others.
+    The claims that pass go into one interchange per transaction kind, each taking the next
+    control number once the batch passes the gate as a whole; then, in one store
+    transaction, they all become active (with their patient control number, insurer, priced
+    lines and total) and each batch is stored as a DocumentReference naming its claims, and
+    the files are written into ``outbox`` (temporary files renamed into place). A failure to
+    write a file after the commit raises OutboxError naming the stored batch.
     """
     outbox = _checked_outbox(outbox)
+    moment = created or datetime.now(UTC)
+    passed: list[_Checked] = []
+    refused: list[ReleaseRefused] = []
+    for claim_ref in dict.fromkeys(claim_refs):
+        try:
+            checked = _check(store, claim_ref, parties, moment)
+        except ReleaseRefused as refusal:
+            refused.append(refusal)
+            continue
+        twin = next((c for c in passed if c.pcn == checked.pcn), None)
+        if twin is not None:
+            refused.append(ReleaseRefused(f"Claim/{claim_ref}", [
+                f"patient control number {checked.pcn} is also Claim/{twin.claim['id']}'s, "
+                "released in this batch"]))
+            continue
+        passed.append(checked)
+    batches: list[tuple[str, int, str, list[_Checked]]] = []
+    for kind in ("837I", "837P"):
+        members = [c for c in passed if c.kind == kind]
+        if not members:
+            continue
+        control = next_control_number(store)
+        text = x12.release([c.prepared.x12_claim for c in members],
+                           _envelope(parties, control, moment))
+        batches.append((kind, control, text, members))
+    targets = {control: outbox / f"{kind}-{control:09d}.x12" for kind, control, _, _ in batches}
+    for target in targets.values():
+        if target.exists():
+            raise OutboxError(f"{target} exists already: nothing was released; move it away")
+    released: list[Released] = []
+    documents: dict[int, str] = {}
+    with store.write() as txn:
+        for kind, control, text, members in batches:
+            for checked in members:
+                claim_ref = str(checked.claim["id"])
+                current = txn.read("Claim", claim_ref)
+                was = checked.claim["meta"]["versionId"]
+                if current["meta"]["versionId"] != was:
+                    raise ClaimChanged(f"Claim/{claim_ref} changed (version {was} became "
+                                       f"{current['meta']['versionId']}) while it was "
+                                       "checked; release it again")
+                written = txn.update("Claim", claim_ref,
+                                     _released(current, checked.prepared, checked.pcn))
+                released.append(Released(claim_ref, str(written.version_id), checked.pcn,
+                                         kind, control, "", targets[control], text,
+                                         checked.warnings))
+            document = txn.create(_batch([c.prepared for c in members], kind, control,
+                                         targets[control].name, text))
+            documents[control] = document.resource_id
+    released = [dataclasses.replace(r, document_reference=documents[r.control_number])
+                for r in released]
+    for _, control, text, _ in batches:
+        target = targets[control]
+        try:
+            _write_atomically(target, text)
+        except OSError as problem:
+            sent = [r for r in released if r.control_number == control]
+            done = (f"Claim/{sent[0].claim_id} was released (version "
+                    f"{sent[0].claim_version}) and its 837" if len(sent) == 1 else
+                    ", ".join(f"Claim/{r.claim_id} (version {r.claim_version})"
+                              for r in sent) + " were released and their 837")
+            raise OutboxError(
+                f"{done} stored as DocumentReference/{documents[control]}, but {target} could "
+                "not be written: "
+                f"{problem.strerror or problem}; write it again with `chartkeeper claims "
+                f"write-batch {documents[control]} --outbox DIR`") from problem
+    return ReleasedBatch(released, refused)
+
+
+def _check(store: Store, claim_ref: str, parties: Parties, moment: datetime) -> _Checked:
+    """Everything the release of one claim needs, or ReleaseRefused with every issue found.
+
+    The 837 is checked with a stand-in control number, so that a refused claim takes none.
+    """
     with store.read() as txn:
         claim = read_resource(txn, "Claim", claim_ref, "the claim")
         require_draft(claim, "release")
@@ -139,12 +248,9 @@ def release_claim(store: Store, claim_ref: str, parties: Parties, outbox: Path, 
                              missing=missing)
     warnings += prepared.warnings
     kind = "837I" if isinstance(prepared.x12_claim, x12.InstitutionalClaim) else "837P"
-    moment = created or datetime.now(UTC)
-    # Checked with a stand-in control number first, so that a refused claim takes none.
-    text = ""
     x12_issues: list[x12.X12Issue] = []
     try:
-        text = x12.release([prepared.x12_claim], _envelope(parties, 1, moment))
+        x12.release([prepared.x12_claim], _envelope(parties, 1, moment))
     except x12.ClaimRejected as rejected:
         x12_issues = list(rejected.issues)
         problems += [str(issue) for issue in x12_issues]
@@ -153,30 +259,7 @@ def release_claim(store: Store, claim_ref: str, parties: Parties, outbox: Path, 
     if problems:
         raise ReleaseRefused(f"Claim/{claim_ref}", problems, edit_errors=edit_errors,
                              x12_issues=x12_issues)
-    control = next_control_number(store)
-    text = x12.release([prepared.x12_claim], _envelope(parties, control, moment))
-    name = f"{kind}-{control:09d}.x12"
-    target = outbox / name
-    if target.exists():
-        raise OutboxError(f"{target} exists already: nothing was released; move it away")
-    with store.write() as txn:
-        current = txn.read("Claim", claim_ref)
-        if current["meta"]["versionId"] != claim["meta"]["versionId"]:
-            raise ClaimChanged(f"Claim/{claim_ref} changed (version {claim['meta']['versionId']} "
-                               f"became {current['meta']['versionId']}) while it was checked; "
-                               "release it again")
-        written = txn.update("Claim", claim_ref, _released(current, prepared, pcn))
-        document = txn.create(_batch(prepared, kind, control, name, text))
-    try:
-        _write_atomically(target, text)
-    except OSError as problem:
-        raise OutboxError(
-            f"Claim/{claim_ref} was released (version {written.version_id}) and its 837 stored "
-            f"as DocumentReference/{document.resource_id}, but {target} could not be written: "
-            f"{problem.strerror or problem}; write it again with `chartkeeper claims write-batch "
-            f"{document.resource_id} --outbox DIR`") from problem
-    return Released(claim_ref, str(written.version_id), pcn, kind, control,
-                    document.resource_id, target, text, warnings)
+    return _Checked(claim, prepared, pcn, kind, warnings)
 
 
 def _envelope(parties: Parties, control: int, created: datetime) -> x12.Envelope:
@@ -259,9 +342,10 @@ def _released(current: Resource, prepared: Prepared, pcn: str) -> Resource:
     return body
 
 
-def _batch(prepared: Prepared, kind: str, control: int, name: str, text: str) -> Resource:
+def _batch(prepared: Sequence[Prepared], kind: str, control: int, name: str, text: str
+           ) -> Resource:
     """The outbound 837 as a DocumentReference with no subject: a billing transmission, kept
-    out of the chart, the worksheet and release-of-information packets, found from its Claim
+    out of the chart, the worksheet and release-of-information packets, found from its Claims
     (``related``) or from a 999 (its control number)."""
     data = text.encode("ascii")
     stamp = now_instant()
@@ -278,7 +362,7 @@ def _batch(prepared: Prepared, kind: str, control: int, name: str, text: str) ->
             "contentType": X12_MEDIA_TYPE, "data": base64.b64encode(data).decode("ascii"),
             "size": len(data), "hash": base64.b64encode(hashlib.sha1(data).digest()).decode(),
             "title": name, "creation": stamp}}],
-        "context": {"related": [{"reference": f"Claim/{prepared.claim['id']}"}]},
+        "context": {"related": [{"reference": f"Claim/{p.claim['id']}"} for p in prepared]},
     }
 
 

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from chartkeeper import x12
 from chartkeeper.coding import grouper
-from chartkeeper.coding.claim_release import Parties, release_claim, write_batch
+from chartkeeper.coding.claim_release import Parties, release_claims, write_batch
 from chartkeeper.coding.claims import drg
 from chartkeeper.coding.remittance_posting import post
 from chartkeeper.coding.worksheet import claim_id
@@ -148,7 +148,8 @@ def _required(value: str | None, option: str, variable: str) -> str:
 
 @claims_app.command("release")
 def release_command(
-    claim: Annotated[str, typer.Argument(help="the draft Claim's id")],
+    claims: Annotated[list[str], typer.Argument(
+        help="the draft Claims' ids: those that pass go out together, one 837 per kind")],
     outbox: Annotated[Path | None, typer.Option(
         envvar=f"{ENV}OUTBOX", help="the folder the 837 file is written into")] = None,
     submitter_id: Annotated[str | None, typer.Option(envvar=f"{ENV}SUBMITTER_ID",
@@ -167,7 +168,8 @@ def release_command(
     usage: Annotated[str, typer.Option(envvar=f"{ENV}USAGE",
                                        help="P (production) or T (test)")] = "P",
 ) -> None:
-    """Check a draft Claim (edits, our X12 checks, pyx12) and release it as an 837."""
+    """Check draft Claims (edits, our X12 checks, pyx12) and release those that pass: one
+    837I and one 837P batch at most. Exits 1 when any claim was refused (the others went)."""
     if outbox is None:
         raise _usage_error(f"give --outbox or set {ENV}OUTBOX")
     if usage not in ("P", "T"):
@@ -183,13 +185,18 @@ def release_command(
                      receiver_qualifier),
         "P" if usage == "P" else "T")
     with opened() as store:
-        done = release_claim(store, claim, parties, outbox)
-    for warning in done.warnings:
-        errors.print(f"warning: {warning}")
-    out.print(f"released Claim/{done.claim_id} (version {done.claim_version}) as "
-              f"{done.transaction} batch {done.control_number}, patient control number "
-              f"{done.patient_control_number}: {done.path} (DocumentReference/"
-              f"{done.document_reference})")
+        batch = release_claims(store, claims, parties, outbox)
+    for done in batch.released:
+        for warning in done.warnings:
+            errors.print(f"warning: Claim/{done.claim_id}: {warning}")
+        out.print(f"released Claim/{done.claim_id} (version {done.claim_version}) as "
+                  f"{done.transaction} batch {done.control_number}, patient control number "
+                  f"{done.patient_control_number}: {done.path} (DocumentReference/"
+                  f"{done.document_reference})")
+    for refusal in batch.refused:
+        errors.print(f"error: {refusal}")
+    if batch.refused:
+        raise typer.Exit(1)
 
 
 @claims_app.command("write-batch")
