@@ -50,7 +50,9 @@ from chartkeeper.coding.remittance_posting import (
     post_835,
     post_999,
 )
-from chartkeeper.coding.worksheet import Coder, Decision, claim_id, decide, worksheet
+from chartkeeper.coding.worksheet import Coder, Decision, claim_id
+from chartkeeper.coding.worksheet_view import worksheet
+from chartkeeper.coding.worksheet_write import decide
 from chartkeeper.fhir.validation import validate_resource
 from chartkeeper.store import Store
 from chartkeeper.x12.checks import npi_is_valid

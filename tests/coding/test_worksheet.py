@@ -20,7 +20,6 @@ from chartkeeper.coding.icd10cm import Tabular
 from chartkeeper.coding.worksheet import (
     ICD10CM,
     PROCEDURE_SYSTEMS,
-    SEPARATOR,
     AlreadyBilled,
     Coder,
     CodingError,
@@ -29,13 +28,12 @@ from chartkeeper.coding.worksheet import (
     InvalidCode,
     NoCodeSet,
     NotCodable,
-    Worksheet,
     claim_id,
-    decide,
-    encounter_text,
-    queue,
-    worksheet,
 )
+from chartkeeper.coding.worksheet_queue import queue
+from chartkeeper.coding.worksheet_text import SEPARATOR, encounter_text
+from chartkeeper.coding.worksheet_view import Worksheet, worksheet
+from chartkeeper.coding.worksheet_write import decide
 from chartkeeper.security.audit import AuditKey, AuditTrail, create_audit_schema
 from chartkeeper.store import Store
 from chartkeeper.store.errors import Gone

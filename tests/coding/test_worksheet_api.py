@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 
 from chartkeeper.api.app import create_app
 from chartkeeper.coding import feedback
-from chartkeeper.coding.worksheet import claim_id, queue
+from chartkeeper.coding.worksheet import claim_id
+from chartkeeper.coding.worksheet_queue import queue
 from chartkeeper.security.identity import Role
 from chartkeeper.security.services import SecurityServices
 from chartkeeper.store import Store

@@ -21,7 +21,8 @@ from sqlalchemy import func, select
 
 from chartkeeper.api.app import create_app
 from chartkeeper.coding import codesets, feedback, service
-from chartkeeper.coding.worksheet import claim_id, worksheet
+from chartkeeper.coding.worksheet import claim_id
+from chartkeeper.coding.worksheet_view import worksheet
 from chartkeeper.security.identity import Role
 from chartkeeper.security.services import SecurityServices
 from chartkeeper.settings import Settings

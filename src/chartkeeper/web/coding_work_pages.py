@@ -30,9 +30,17 @@ from chartkeeper.coding.cpt import CPT_CODE
 from chartkeeper.coding.edits import Edit, errors
 from chartkeeper.coding.errors import CodeSetError
 from chartkeeper.coding.icd10cm import dotted
-from chartkeeper.coding.routes import (
-    MAX_CODE,
-    MAX_UNITS,
+from chartkeeper.coding.search import Hit
+from chartkeeper.coding.worksheet import (
+    POA_INDICATORS,
+    POA_NUBC,
+    PROCEDURE_NAMES,
+    PROCEDURE_SYSTEMS,
+    TAG_SYSTEM,
+    Decision,
+)
+from chartkeeper.coding.worksheet_json import MAX_CODE, MAX_UNITS
+from chartkeeper.coding.worksheet_service import (
     QUEUE_SETTINGS,
     EditsFailed,
     GuardedWorksheet,
@@ -47,16 +55,7 @@ from chartkeeper.coding.routes import (
     report_period,
     unbilled,
 )
-from chartkeeper.coding.search import Hit
-from chartkeeper.coding.worksheet import (
-    POA_INDICATORS,
-    POA_NUBC,
-    PROCEDURE_NAMES,
-    PROCEDURE_SYSTEMS,
-    TAG_SYSTEM,
-    Decision,
-    Worksheet,
-)
+from chartkeeper.coding.worksheet_view import Worksheet
 from chartkeeper.security.access import ROLE_POLICIES, Capability, Forbidden
 from chartkeeper.security.audit import AuditAction
 from chartkeeper.security.identity import Role
