@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -320,6 +321,11 @@ def test_cli_generates_and_reports_what_it_wrote(tmp_path: Path) -> None:
     assert again.returncode == 2 and "is not empty" in again.stderr
 
 
+# http://terminology.hl7.org/CodeSystem/discharge-disposition (R4 4.0.1)
+R4_DISPOSITIONS = {"home", "alt-home", "other-hcf", "hosp", "long", "aadvice", "exp", "psy",
+                   "rehab", "snf", "oth"}
+
+
 def test_encounters_of_every_class_with_stays_discharged(big_hospital: Path) -> None:
     encounters = ndjson(big_hospital, "Encounter")
     classes = Counter(e["class"]["code"] for e in encounters)
@@ -330,7 +336,12 @@ def test_encounters_of_every_class_with_stays_discharged(big_hospital: Path) -> 
         number = encounter["identifier"][0]
         assert number["system"].endswith(".3") and number["value"].startswith("V")
         if encounter["class"]["code"] in ("IMP", "OBSENC"):
-            assert encounter["hospitalization"]["dischargeDisposition"]["coding"][0]["code"]
+            codings = encounter["hospitalization"]["dischargeDisposition"]["coding"]
+            # An R4 discharge-disposition code, and the UB-04 patient status billing needs.
+            assert codings[0]["code"] in R4_DISPOSITIONS
+            assert [c["system"] for c in codings[1:]] == [
+                "https://www.nubc.org/CodeSystem/PatDischargeStatus"]
+            assert re.fullmatch(r"[0-9]{2}", codings[1]["code"])
     numbers = [e["identifier"][0]["value"] for e in encounters]
     assert len(set(numbers)) == len(numbers)
     # The answer key names every encounter by its visit number, with its coded truth.

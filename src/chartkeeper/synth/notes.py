@@ -364,10 +364,13 @@ def _clinical_name(ctx: _Ctx, disease: Disease, slots: dict[str, str]) -> str:
             return "acute cystitis with hematuria"
         if code.startswith("N30.0"):
             return "acute cystitis"
-        return "pyelonephritis" if code.startswith("N10") else ctx.pick(("UTI",
+        return "acute pyelonephritis" if code.startswith("N10") else ctx.pick(("UTI",
                                                                                "acute UTI"))
     if key == "pyelonephritis":
-        return ctx.pick(("pyelonephritis", "pyelo", "upper UTI (pyelonephritis)"))
+        # N10 is acute pyelonephritis: the note says "acute", or a coder could not assign it
+        # (the Index sends plain "pyelonephritis" to N12, not specified as acute or chronic).
+        return ctx.pick(("acute pyelonephritis", "acute pyelo",
+                         "upper UTI (acute pyelonephritis)"))
     if key == "ckd":
         stage = {"N18.1": "1", "N18.2": "2", "N18.30": "3", "N18.31": "3a", "N18.32": "3b",
                  "N18.3": "3", "N18.4": "4", "N18.5": "5"}

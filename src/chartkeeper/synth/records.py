@@ -68,12 +68,23 @@ VISIT_TYPES = {
     "IMP": ("32485007", "Hospital admission (procedure)"),
     "OBSENC": ("185347001", "Encounter for problem (procedure)"),
 }
-DISPOSITIONS = {  # discharge-disposition (http://terminology.hl7.org/CodeSystem/discharge-disposition)
-    "home": ("home", "Home"), "home-health": ("hh", "Home health"),
-    "snf": ("snf", "Skilled nursing facility"), "rehab": ("rehab", "Rehabilitation"),
-    "expired": ("exp", "Expired"), "hospice": ("hosp", "Hospice"),
-    "other-hospital": ("other-hcf", "Other healthcare facility"),
+# Discharge disposition: the HL7 code (http://terminology.hl7.org/CodeSystem/discharge-
+# disposition, which has none for home health: "oth") and the UB-04 patient status (NUBC form
+# locator 17) that a hospital's ADT feed also carries (PV1-36), which billing needs.
+DISPOSITIONS = {
+    "home": ("home", "Home", "01", "Discharged to home or self care (routine discharge)"),
+    "home-health": ("oth", "Other", "06", "Discharged/transferred to home under care of "
+                    "organized home health service organization"),
+    "snf": ("snf", "Skilled nursing facility", "03", "Discharged/transferred to skilled "
+            "nursing facility (SNF) with Medicare certification"),
+    "rehab": ("rehab", "Rehabilitation", "62", "Discharged/transferred to an inpatient "
+              "rehabilitation facility (IRF)"),
+    "expired": ("exp", "Expired", "20", "Expired"),
+    "hospice": ("hosp", "Hospice", "50", "Hospice - home"),
+    "other-hospital": ("other-hcf", "Other healthcare facility", "02", "Discharged/"
+                       "transferred to a short-term general hospital for inpatient care"),
 }
+PATIENT_STATUS_SYSTEM = "https://www.nubc.org/CodeSystem/PatDischargeStatus"
 # Chart deficiencies (a modelling choice, not a published rate): a note is unsigned when its
 # author has not yet authenticated it - likely in the last 30 days, rare later (a delinquent
 # record) - and a few stays are discharged without their summary dictated.
@@ -305,9 +316,15 @@ class PatientRecords:
                 "From accident/emergency department" if visit.encounter_class != EMERGENCY
                 else "From outpatient department")}
             if visit.discharge:
-                disposition = DISPOSITIONS.get(visit.discharge, ("oth", "Other"))
-                hospitalization["dischargeDisposition"] = concept(
-                    "http://terminology.hl7.org/CodeSystem/discharge-disposition", *disposition)
+                code, display, status, status_display = DISPOSITIONS.get(
+                    visit.discharge, ("oth", "Other", "", ""))
+                disposition = concept(
+                    "http://terminology.hl7.org/CodeSystem/discharge-disposition", code,
+                    display)
+                if status:
+                    disposition["coding"].append({"system": PATIENT_STATUS_SYSTEM,
+                                                  "code": status, "display": status_display})
+                hospitalization["dischargeDisposition"] = disposition
             encounter["hospitalization"] = hospitalization
         return encounter
 
