@@ -25,12 +25,12 @@ import pytest
 
 from chartkeeper import x12
 from chartkeeper.coding import claim_release, grouper
+from chartkeeper.coding.claim_record import AlreadyReleased
 from chartkeeper.coding.claim_release import Parties, release_claim, write_batch
+from chartkeeper.coding.claim_stay import MS_DRG_SYSTEM, stay_of
 from chartkeeper.coding.claims import (
     BATCH_TAG,
-    MS_DRG_SYSTEM,
     PCN_SYSTEM,
-    AlreadyReleased,
     ClaimIncomplete,
     OutboxError,
     ReleaseRefused,
@@ -39,7 +39,6 @@ from chartkeeper.coding.claims import (
     discharge_status,
     drg,
     patient_control_number,
-    stay_of,
 )
 from chartkeeper.coding.remittance_posting import (
     PAYER_CLAIM_SYSTEM,
