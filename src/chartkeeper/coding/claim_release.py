@@ -285,7 +285,7 @@ def next_control_number(store: Store) -> int:
     that then fails is not reused (X12 asks for unique control numbers, not gapless ones). The
     first use starts after the highest number of the batches already stored.
     """
-    _create_counter(store.engine)
+    _create_counter(store)
     try:
         taken = _take(store)
     except IntegrityError:  # PostgreSQL: another release made the row at the same moment
@@ -295,12 +295,16 @@ def next_control_number(store: Store) -> int:
     return int(taken)
 
 
-def _create_counter(engine: Engine) -> None:
-    """Create the counter table if missing; two processes may race to create it."""
+def _create_counter(store: Store) -> None:
+    """Create the counter table if missing, in a write transaction (on SQLite it holds the
+    write lock from BEGIN, so racing creators wait their turn); on PostgreSQL two may still
+    race, and the loser finds the table there."""
+    engine = store.engine
     if engine in _COUNTER_READY:
         return
     try:
-        control_counter.create(engine, checkfirst=True)
+        with store.write() as txn:
+            control_counter.create(txn.conn, checkfirst=True)
     except DBAPIError:
         if not inspect(engine).has_table(control_counter.name):
             raise
