@@ -111,6 +111,36 @@ def test_routine_examination_codes_follow_the_patients_age(coder: Coder) -> None
     assert proposed(aged)[0] == "Z00.00"
 
 
+@pytest.mark.parametrize(("assessment", "expected"), [
+    # "bronchus or lung": either word is enough; RLL is the right lower lobe.
+    ("carcinoma of the RLL", {"C34.31"}),
+    ("RML lung carcinoma", {"C34.2"}),
+    # A neoplasm "of liver and intrahepatic bile duct" names either site.
+    ("metastatic disease to the liver", {"C78.7"}),
+    ("metastatic disease to the axillary nodes", {"C77.3"}),
+    ("metastatic disease to the adrenal", {"C79.70"}),
+    # "[ER+]" and "status" are left unsaid; the patient is the female of "female breast".
+    ("left breast cancer (UOQ)\n2. estrogen receptor positive tumor", {"C50.412", "Z17.0"}),
+    ("rectal cancer", {"C20"}),
+])
+def test_neoplasms_are_coded_to_their_documented_site(coder: Coder, assessment: str,
+                                                      expected: set[str]) -> None:
+    found = suggest(coder, f"ASSESSMENT:\n1. {assessment}\n")
+    assert set(proposed(found)) == expected, [(s.code, s.confidence) for s in found.diagnoses]
+
+
+def test_unspecified_sites_give_way_to_the_documented_ones(coder: Coder) -> None:
+    text = ("HPI:\nCore biopsy showed carcinoma.\n\nASSESSMENT:\n1. left breast cancer\n"
+            "2. cancer of overlapping sites of the left breast\n"
+            "3. metastatic disease to the intrathoracic nodes\n")
+    found = suggest(coder, text)
+    codes = set(proposed(found))
+    assert {"C50.812", "C77.1"} <= codes
+    # Not the skin of the breast, not an unknown primary, not an unspecified site beside a
+    # specific one of the same category.
+    assert not codes & {"C44.501", "C80.1", "C50.912", "C77.9"}, codes
+
+
 def test_json_shape_is_what_the_cli_and_api_print(coder: Coder) -> None:
     found = suggest(coder, "ASSESSMENT:\n1. COPD with acute exacerbation\n").to_json()
     assert set(found) == {"diagnoses", "principal", "procedures"}

@@ -435,16 +435,28 @@ class Coder:
         words the other's include: "CKD" beside "CKD stage 2") or that an Excludes1 note keeps
         apart, the weaker is offered, not proposed."""
         proposed = sorted((s for s in diagnoses if s.proposed), key=lambda s: -s.confidence)
+        codes = {s.code for s in proposed}
         for index, weaker in enumerate(proposed):
-            for stronger in proposed[:index]:
+            site_known = _site_documented(weaker.code, codes) or (
+                "unspecified part" in weaker.display.lower() and any(
+                    other.code[:3] == weaker.code[:3] and other.code != weaker.code
+                    for other in proposed))
+            for stronger in proposed[:index] if not site_known else ():
                 if not stronger.proposed:
                     continue
                 same = (weaker.code[:3] == stronger.code[:3] and weaker.words
                         and weaker.words <= stronger.words)
                 if same or (self.excludes1 and self.excludes1(stronger.code, weaker.code)):
-                    weaker.proposed = False
-                    weaker.confidence = min(weaker.confidence, PROPOSE_AT - 0.01)
                     break
+            else:
+                # A less specific code of the same category, whatever its confidence:
+                # "left breast cancer" beside "left breast, overlapping sites: carcinoma".
+                if not site_known and not any(
+                        other.proposed and other.code[:3] == weaker.code[:3] and
+                        weaker.words and weaker.words < other.words for other in proposed):
+                    continue
+            weaker.proposed = False
+            weaker.confidence = min(weaker.confidence, PROPOSE_AT - 0.01)
         diagnoses.sort(key=lambda s: -s.confidence)
 
     def _obstetric_outcome(self, doc: Doc, text: str,
@@ -510,6 +522,20 @@ class Coder:
 
 def _end_char(doc: Doc, token_end: int) -> int:
     return doc[token_end - 1].idx + len(doc[token_end - 1].text) if token_end > 0 else 0
+
+
+def _site_documented(code: str, codes: set[str]) -> bool:
+    """Whether ``code`` is a neoplasm code of unspecified site beside a proposed code of a
+    documented site (guideline I.C.2.d: C80.1 only when no primary site can be determined;
+    likewise C77.9 beside another node group, C79.9 beside a named secondary site). A code
+    of an "unspecified part" gives way to any other code of its category the same way."""
+    if code == "C80.1":
+        return any("C00" <= other[:3] <= "C75" for other in codes)
+    if code == "C77.9":
+        return any(other[:3] == "C77" and other != code for other in codes)
+    if code == "C79.9":
+        return any(other[:3] in ("C77", "C78", "C79") and other != code for other in codes)
+    return False
 
 
 def _may_be_principal(code: str) -> bool:

@@ -77,6 +77,10 @@ ABBREVIATIONS: dict[str, str] = {
     "rml": "right middle lobe",
     "lll": "left lower lobe",
     "lul": "left upper lobe",
+    "uoq": "upper outer quadrant",  # of the breast
+    "uiq": "upper inner quadrant",
+    "loq": "lower outer quadrant",
+    "liq": "lower inner quadrant",
     "hx": "history",
     "h/o": "history",
     "s/p": "status post",
@@ -119,6 +123,9 @@ WORD_FORMS: dict[str, str] = {
     "ulnar": "ulna",
     "pelvic": "pelvis",
     "renal": "kidney",
+    "axillary": "axilla",
+    "rectal": "rectum",
+    "adrenal": "adrenal gland",
     "hepatic": "liver",
     "cardiac": "heart",
     "gastric": "stomach",
@@ -184,12 +191,15 @@ DEFAULT_SEGMENTS: tuple[str, ...] = (
 
 # Single title words a note may leave unsaid at a small cost: fractures are closed and
 # displaced unless documented otherwise (guideline I.C.19.c), "malignant" is implied by
-# melanoma and carcinoma, "primary" by essential, "part" and "site" by a named place.
+# melanoma and carcinoma, "primary" by essential, "part" and "site" by a named place, a
+# "status" by the finding itself ("ER positive"), "female" by the patient (breast
+# neoplasms; a male breast is always documented). "skin" is free for melanoma and skin
+# carcinomas only (``terms.term``).
 DEFAULT_WORDS: frozenset[str] = frozenset({
     "unspecified", "nos", "closed", "displaced", "initial", "primary", "part", "site",
-    "malignant", "skin", "personal", "uncomplicated", "without", "essential",
+    "malignant", "personal", "uncomplicated", "without", "essential",
     "complication", "episode", "single", "specified", "not", "applicable", "organism",
-    "general", "medical", "routine", "health", "other", "antineoplastic",
+    "general", "medical", "routine", "health", "other", "antineoplastic", "status", "female",
 })
 
 # Reasons for a visit, in the words the Z-code titles use (Chapter 21 encounters).

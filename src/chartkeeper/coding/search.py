@@ -58,7 +58,8 @@ class SearchIndex:
             found = {w.text for w in words(entry.text)}
             parts = term(entry.code, entry.text)
             # Default words ("unspecified", "(primary)") do not make a title a worse match.
-            self._sizes.append(max(1, len(parts.essential) if parts else len(found)))
+            self._sizes.append(max(1, len(parts.essential) + len(parts.choices) if parts
+                                   else len(found)))
             for word in found:
                 self._postings[word].append(position)
             self._by_code[_plain(entry.code)].append(position)

@@ -113,21 +113,35 @@ def word_set(text: str) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Term:
-    """A code title or inclusion term as sets of words: all essential ones must be present."""
+    """A code title or inclusion term as sets of words: all essential ones must be present,
+    and of each group of ``choices`` one alternative ("bronchus or lung": either word; a
+    neoplasm "of liver and intrahepatic bile duct": either site)."""
 
     code: str
     text: str
     essential: frozenset[str]
     optional: frozenset[str]
+    choices: tuple[tuple[frozenset[str], ...], ...] = ()
+
+
+_EITHER_WORD = re.compile(r"\b([a-z]+) or ([a-z]+)\b")
+# A neoplasm title's last "of A and B" names the sites the code covers: either is enough.
+_EITHER_SITE = re.compile(r"\bof ((?:(?!\bof\b)[a-z]+ )*?[a-z]+) and ((?:[a-z]+ ?)+)$")
+# "skin" is left unsaid for melanoma and skin carcinomas ("melanoma of the back"), not for
+# other neoplasms ("breast cancer" is no cancer of the skin of the breast).
+_SKIN_TITLES = ("melanoma", "cell carcinoma")
 
 
 def term(code: str, text: str) -> Term | None:
-    """Split a title into essential and default words; None when it has no essential word."""
+    """Split a title into essential and default words and groups of alternatives; None when
+    it has no essential word."""
     optional: set[str] = set()
-    for nonessential in re.findall(r"\(([^)]*)\)", text):
-        optional |= word_set(nonessential)
+    for nonessential in re.findall(r"\(([^)]*)\)|\[([^\]]*)\]", text):
+        optional |= word_set(" ".join(nonessential))  # "(primary)", "[ER+]"
     essential: set[str] = set()
-    for segment in re.sub(r"\([^)]*\)", " ", text).split(","):
+    choices: list[tuple[frozenset[str], ...]] = []
+    neoplasm = "neoplasm" in text.lower()
+    for segment in re.sub(r"\([^)]*\)|\[[^\]]*\]", " ", text).split(","):
         segment = " ".join(segment.lower().split())
         if not segment:
             continue
@@ -135,16 +149,31 @@ def term(code: str, text: str) -> Term | None:
             optional |= word_set(segment)
             continue
         head, *rest = re.split(r"\bwithout\b", segment)
+        for first, second in _EITHER_WORD.findall(head):
+            either = (word_set(first), word_set(second))
+            if all(either):
+                choices.append(either)
+                head = head.replace(f"{first} or {second}", " ", 1)
+        site = _EITHER_SITE.search(head) if neoplasm else None
+        if site is not None:
+            either = (word_set(site.group(1)), word_set(site.group(2)))
+            if all(either):
+                choices.append(either)
+                head = head[:site.start()]
         essential |= word_set(head)
         for tail in rest:
             optional |= word_set(tail)
-    moved = {word for word in essential if word in DEFAULT_WORDS}
+    if "lobe" in essential:  # "lower lobe, right bronchus or lung": a lobe is the lung's
+        choices = [group for group in choices if frozenset({"lung"}) not in group]
+    skin_free = any(kind in text.lower() for kind in _SKIN_TITLES)
+    moved = {word for word in essential
+             if word in DEFAULT_WORDS or (word == "skin" and skin_free)}
     essential -= moved
     optional |= moved
     optional -= essential
     if not essential:
         return None
-    return Term(code, text, frozenset(essential), frozenset(optional))
+    return Term(code, text, frozenset(essential), frozenset(optional), tuple(choices))
 
 
 @dataclass(frozen=True)
@@ -174,11 +203,16 @@ class TermIndex:
         return len(self.terms)
 
     def matches(self, present: frozenset[str]) -> list[Match]:
-        """Every term whose essential words are all in ``present``, best first."""
+        """Every term whose essential words (and one alternative of each of its choices) are
+        all in ``present``, best first."""
         found: dict[str, Match] = {}
         for word in present:
             for entry in self._by_rarest.get(word, ()):
                 if not entry.essential <= present:
+                    continue
+                if entry.choices and not all(any(alternative <= present
+                                                 for alternative in group)
+                                             for group in entry.choices):
                     continue
                 if _COSTLY_DEFAULTS <= entry.optional - present:
                     continue  # "other specified ...": a residual code is never a guess
@@ -193,5 +227,8 @@ def _score(entry: Term, present: frozenset[str]) -> Match:
     covered_optional = entry.optional & present
     missing = entry.optional - present
     cost = sum(0.45 if word in _COSTLY_DEFAULTS else 0.08 for word in missing)
-    score = len(entry.essential) + 0.6 * len(covered_optional) - cost
-    return Match(entry, score, entry.essential | covered_optional, len(missing))
+    chosen: frozenset[str] = frozenset().union(*(
+        max((alternative for alternative in group if alternative <= present), key=len)
+        for group in entry.choices)) if entry.choices else frozenset()
+    score = len(entry.essential) + len(chosen) + 0.6 * len(covered_optional) - cost
+    return Match(entry, score, entry.essential | chosen | covered_optional, len(missing))
