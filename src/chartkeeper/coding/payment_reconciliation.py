@@ -11,9 +11,9 @@ amounts, as X12 balances BPR02 (``x12.parse_835`` has checked that).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
+from chartkeeper.coding.claims import usd
 from chartkeeper.x12.remittance import ClaimPayment, ProviderAdjustment, Remittance
 
 Resource = dict[str, Any]
@@ -40,11 +40,6 @@ PLB_REASONS = {
     "RE": "Return on Equity", "SL": "Student Loan Repayment", "TL": "Third Party Liability",
     "WO": "Overpayment Recovery", "WU": "Unspecified Recovery",
 }
-
-
-def usd(amount: Decimal) -> Resource:
-    value: int | float = int(amount) if amount == amount.to_integral_value() else float(amount)
-    return {"value": value, "currency": "USD"}
 
 
 def payment_reconciliation(remittance: Remittance, reconciliation_id: str,

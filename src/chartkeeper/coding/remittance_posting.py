@@ -27,6 +27,7 @@ from chartkeeper.coding.claims import (
     REJECTED_CODE,
     TAG_SYSTEM,
     ClaimsError,
+    usd,
 )
 from chartkeeper.coding.payment_reconciliation import TRACE_SYSTEM, payment_reconciliation
 from chartkeeper.store.errors import Gone, NotFound
@@ -326,7 +327,7 @@ def _payment(txn: Txn, posting: _Posting, remittance: Remittance, number: int,
         response["payment"] = {
             "type": {"coding": [{"system": PAYMENT_TYPE, "code": "complete",
                                  "display": "Complete"}]},
-            "date": remittance.payment_date.isoformat(), "amount": _usd(payment.paid),
+            "date": remittance.payment_date.isoformat(), "amount": usd(payment.paid),
             "identifier": {"system": TRACE_SYSTEM, "value": remittance.trace_number}}
     if payment.drg:
         response["processNote"] = [{"number": 1, "type": "display",
@@ -352,14 +353,9 @@ def _item_for(claim: Resource, service: ServicePayment, used: set[int]) -> int |
     return None
 
 
-def _usd(amount: Decimal) -> Resource:
-    value: int | float = int(amount) if amount == amount.to_integral_value() else float(amount)
-    return {"value": value, "currency": "USD"}
-
-
 def _amount(system: str, code: str, display: str, amount: Decimal) -> Resource:
     return {"category": {"coding": [{"system": system, "code": code, "display": display}]},
-            "amount": _usd(amount)}
+            "amount": usd(amount)}
 
 
 def _adjustment(adjustment: Adjustment) -> Resource:
@@ -368,7 +364,7 @@ def _adjustment(adjustment: Adjustment) -> Resource:
         "category": {"coding": [{"system": GROUP_SYSTEM, "code": adjustment.group,
                                  "display": GROUPS[adjustment.group]}]},
         "reason": {"coding": [{"system": REASON_SYSTEM, "code": adjustment.reason}]},
-        "amount": _usd(adjustment.amount)}
+        "amount": usd(adjustment.amount)}
     if adjustment.quantity is not None:
         found["value"] = float(adjustment.quantity)
     return found
