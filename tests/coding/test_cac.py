@@ -129,6 +129,14 @@ def test_neoplasms_are_coded_to_their_documented_site(coder: Coder, assessment: 
     assert set(proposed(found)) == expected, [(s.code, s.confidence) for s in found.diagnoses]
 
 
+def test_a_bracketed_restatement_is_optional_but_never_leaves_a_one_word_title(
+        coder: Coder) -> None:
+    # "Unspecified mood [affective] disorder" must not be coded from any mention of mood.
+    found = suggest(coder, "HPI:\nReports low mood and poor sleep.\n\nASSESSMENT:\n"
+                           "1. major depressive disorder, single episode, moderate\n")
+    assert proposed(found) == ["F32.1"], [(s.code, s.confidence) for s in found.diagnoses]
+
+
 def test_unspecified_sites_give_way_to_the_documented_ones(coder: Coder) -> None:
     text = ("HPI:\nCore biopsy showed carcinoma.\n\nASSESSMENT:\n1. left breast cancer\n"
             "2. cancer of overlapping sites of the left breast\n"

@@ -136,8 +136,13 @@ def term(code: str, text: str) -> Term | None:
     """Split a title into essential and default words and groups of alternatives; None when
     it has no essential word."""
     optional: set[str] = set()
-    for nonessential in re.findall(r"\(([^)]*)\)|\[([^\]]*)\]", text):
-        optional |= word_set(" ".join(nonessential))  # "(primary)", "[ER+]"
+    for nonessential in re.findall(r"\(([^)]*)\)", text):
+        optional |= word_set(nonessential)  # "(primary)"
+    # Bracketed text restates the title ("[ER+]"); it is optional unless the title would be
+    # left one word: "Unspecified mood [affective] disorder" is no code for any "mood".
+    bracketed: set[str] = set()
+    for restated in re.findall(r"\[([^\]]*)\]", text):
+        bracketed |= word_set(restated)
     essential: set[str] = set()
     choices: list[tuple[frozenset[str], ...]] = []
     neoplasm = "neoplasm" in text.lower()
@@ -170,6 +175,10 @@ def term(code: str, text: str) -> Term | None:
              if word in DEFAULT_WORDS or (word == "skin" and skin_free)}
     essential -= moved
     optional |= moved
+    if len(essential) + len(choices) < 2:
+        essential |= bracketed - moved
+    else:
+        optional |= bracketed
     optional -= essential
     if not essential:
         return None
