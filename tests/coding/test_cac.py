@@ -149,6 +149,15 @@ def test_unspecified_sites_give_way_to_the_documented_ones(coder: Coder) -> None
     assert not codes & {"C44.501", "C80.1", "C50.912", "C77.9"}, codes
 
 
+def test_a_well_child_visit_is_a_childs_examination_whatever_the_age_says(
+        coder: Coder) -> None:
+    no_age = suggest(coder, "ASSESSMENT:\nWell child check.\n")
+    infant = suggest(coder, "SUBJECTIVE:\n6 month old here for a checkup.\n\n"
+                            "ASSESSMENT:\nRoutine health examination.\n")
+    assert proposed(no_age) == ["Z00.129"]
+    assert "Z00.00" not in proposed(infant) and proposed(infant)[0].startswith("Z00.12")
+
+
 def test_json_shape_is_what_the_cli_and_api_print(coder: Coder) -> None:
     found = suggest(coder, "ASSESSMENT:\n1. COPD with acute exacerbation\n").to_json()
     assert set(found) == {"diagnoses", "principal", "procedures"}

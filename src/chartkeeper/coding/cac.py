@@ -134,6 +134,7 @@ _CONTEXT_RULES: tuple[tuple[str, str, str], ...] = (
 )
 
 _CLAUSE_BREAK = re.compile(r"[;:#\n]|(?<!\d)\.(?!\d)|\s-\s|^\s*-\s|\b\d{1,2}\.\s", re.M)
+_INFANT_AGE = re.compile(r"\b\d{1,2}[- ]?(?:months?|mos?|weeks?|wks?|days?)[- ]old\b", re.I)
 _AGE = re.compile(r"\b(\d{1,3})[- ]?(?:years?[- ]old|year-old|yo|y/o|y\.o\.)", re.I)
 _GRAVIDA = re.compile(r"\bG(\d{1,2})\s?P\d", re.I)
 _WEEKS = re.compile(r"\b(\d{1,2})\s*(?:weeks|wks|w)\b(?!\s*ago)", re.I)
@@ -583,7 +584,7 @@ def _document_facts(text: str, age: int | None) -> frozenset[str]:
     facts: set[str] = set()
     if age is None:
         found = _AGE.search(text)
-        age = int(found.group(1)) if found else None
+        age = int(found.group(1)) if found else (0 if _INFANT_AGE.search(text) else None)
     # The index makes "adult" a nonessential modifier of a medical examination: with no age
     # stated, an examination is an adult's (a child's is written as a well-child visit).
     facts.add("adult" if age is None or age >= 18 else "child")
@@ -606,6 +607,8 @@ def _document_facts(text: str, age: int | None) -> frozenset[str]:
 def _facts_for(present: frozenset[str], facts: frozenset[str]) -> frozenset[str]:
     """Document facts join a clause only where they can qualify what it says."""
     if "examination" in present:
+        if "child" in present:  # "well child": a child's examination, whatever the age said
+            return frozenset()
         return facts & {"adult", "child"}
     if "pregnancy" in present:
         return facts & {"first", "second", "third", "trimester", "other"}
