@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
-from chartkeeper.coding import codesets
+from chartkeeper.coding import codesets, feedback
 from chartkeeper.store import Store
 from chartkeeper.store.importer import Importer, find_files
 from chartkeeper.synth.generate import generate
@@ -95,3 +96,13 @@ def import_pcs(store: Store) -> codesets.Release:
     return codesets.import_release(store.engine, PCS_FY2026.read_bytes(), system="icd10pcs",
                                    source=PCS_FY2026.name, effective_from=start,
                                    effective_to=end)
+
+
+def coding_rows(store: Store) -> dict[str, int]:
+    """Every row of the store and of the coding feedback: a refusal leaves them as they were."""
+    found = store.row_counts()
+    feedback.create_feedback_schema(store.engine)
+    with store.engine.connect() as conn:
+        found["coding_feedback"] = int(conn.execute(
+            select(func.count()).select_from(feedback.coding_feedback)).scalar_one())
+    return found

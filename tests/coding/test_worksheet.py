@@ -39,7 +39,7 @@ from chartkeeper.store import Store
 from chartkeeper.store.errors import Gone
 from chartkeeper.store.service import provenance_of
 
-from .conftest import FY2025_CM, HCPCS_2020, Hospital, store_copy
+from .conftest import FY2025_CM, HCPCS_2020, Hospital, coding_rows, store_copy
 
 ALICE = Coder("alice", "coder")
 BOB = Coder("bob", "coder")
@@ -74,11 +74,8 @@ def table(hospital: Hospital) -> Tabular:
 
 def counts(store: Store) -> dict[str, int]:
     """Every row the store and the coding slice hold: a refusal must leave them as they were."""
-    found = store.row_counts()
-    feedback.create_feedback_schema(store.engine)
+    found = coding_rows(store)
     with store.engine.connect() as conn:
-        found["coding_feedback"] = int(conn.execute(
-            select(func.count()).select_from(feedback.coding_feedback)).scalar_one())
         found["codeset_release"] = int(conn.execute(
             select(func.count()).select_from(codesets.codeset_release)).scalar_one())
     return found

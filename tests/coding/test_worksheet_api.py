@@ -13,10 +13,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 
 from chartkeeper.api.app import create_app
-from chartkeeper.coding import feedback
 from chartkeeper.coding.worksheet import claim_id
 from chartkeeper.coding.worksheet_queue import queue
 from chartkeeper.security.identity import Role
@@ -24,7 +22,7 @@ from chartkeeper.security.services import SecurityServices
 from chartkeeper.store import Store
 from tests.api.conftest import issue_token, make_security, make_settings
 
-from .conftest import Hospital, store_copy
+from .conftest import Hospital, coding_rows, store_copy
 
 AS_OF = "2026-11-30"
 PNEUMONIA_DAY = date(2026, 3, 10)
@@ -58,14 +56,6 @@ def site(hospital: Hospital, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     store.dispose()
 
 
-def counts(store: Store) -> dict[str, int]:
-    """Every row of the store and of the coding feedback: a refusal leaves them as they were."""
-    found = store.row_counts()
-    feedback.create_feedback_schema(store.engine)
-    with store.engine.connect() as conn:
-        found["coding_feedback"] = int(conn.execute(
-            select(func.count()).select_from(feedback.coding_feedback)).scalar_one())
-    return found
 
 
 def stay_decisions(sheet: dict[str, Any]) -> list[dict[str, Any]]:
@@ -274,14 +264,14 @@ def test_a_claim_failing_an_edit_is_not_stored(fresh: Site, hospital: Hospital) 
     assert not checked["clean"] and checked["errors"] == 1
     [error] = [e for e in checked["edits"] if e["severity"] == "error"]
     assert (error["rule"], error["codes"]) == ("excludes1", ["E11.9", "E10.9"])
-    before = counts(fresh.store)
+    before = coding_rows(fresh.store)
     answer = fresh.call("POST", f"/api/coding/encounters/{stay}/decisions",
                         json={"decisions": decisions, "reason": "initial coding"})
     assert answer.status_code == 422
     issue = outcome_of(answer)["issue"][0]
     assert issue["code"] == "business-rule"
     assert issue["diagnostics"].startswith("excludes1: E11.9 (Type 2 diabetes mellitus")
-    assert counts(fresh.store) == before
+    assert coding_rows(fresh.store) == before
     # Another discharge status reaches the Medicare Code Editor; a wrong one is refused.
     wrong = fresh.call("POST", f"/api/coding/encounters/{stay}/edits",
                        json={"decisions": stay_decisions(sheet), "dischargeStatus": "99"})
@@ -328,7 +318,7 @@ def _stay_body(site: Site, hospital: Hospital) -> list[dict[str, Any]]:
 ])
 def test_a_malformed_body_gets_an_operation_outcome_and_stores_nothing(
         site: Site, hospital: Hospital, body: Any, where: str | None, message: str) -> None:
-    before = counts(site.store)
+    before = coding_rows(site.store)
     answer = site.call("POST", f"/api/coding/encounters/{hospital.inpatient}/decisions",
                        json=body)
     assert answer.status_code == 400
@@ -336,12 +326,12 @@ def test_a_malformed_body_gets_an_operation_outcome_and_stores_nothing(
     assert any(message in i["diagnostics"] for i in issues), issues
     if where is not None:
         assert where in [i.get("expression", [None])[0] for i in issues], issues
-    assert counts(site.store) == before
+    assert coding_rows(site.store) == before
 
 
 def test_a_body_that_is_not_json_is_refused(site: Site, hospital: Hospital) -> None:
     path = f"/api/coding/encounters/{hospital.inpatient}/decisions"
-    before = counts(site.store)
+    before = coding_rows(site.store)
     for content, kind in (("decisions=J18.9", "application/x-www-form-urlencoded"),
                           ('{"decisions": [', "application/json")):
         answer = site.call("POST", path, content=content, headers={"Content-Type": kind})
@@ -351,7 +341,7 @@ def test_a_body_that_is_not_json_is_refused(site: Site, hospital: Hospital) -> N
     big = site.call("POST", path, content=b"{" + b" " * 300_000 + b"}",
                     headers={"Content-Type": "application/json"})
     assert big.status_code == 413
-    assert counts(site.store) == before
+    assert coding_rows(site.store) == before
 
 
 @pytest.mark.parametrize(("change", "status", "message"), [
@@ -375,7 +365,7 @@ def test_decisions_the_worksheet_refuses_store_nothing(
         decisions = [d for d in decisions if d["code"] != "N18.32"]
     elif change == "no-reason":
         reason = None
-    before = counts(site.store)
+    before = coding_rows(site.store)
     answer = site.call("POST", f"/api/coding/encounters/{hospital.inpatient}/decisions",
                        json={"decisions": decisions, "reason": reason})
     assert answer.status_code == status, answer.text
@@ -384,7 +374,7 @@ def test_decisions_the_worksheet_refuses_store_nothing(
     if change in ("invalid-code", "unknown-code"):
         assert body["issue"][0]["code"] == "code-invalid"
         assert body["issue"][0]["expression"] == [f"decisions[{len(decisions) - 1}].code"]
-    assert counts(site.store) == before
+    assert coding_rows(site.store) == before
 
 
 def test_a_claim_billing_has_taken_is_not_recoded(fresh: Site, hospital: Hospital) -> None:
@@ -396,11 +386,11 @@ def test_a_claim_billing_has_taken_is_not_recoded(fresh: Site, hospital: Hospita
         claim = txn.read("Claim", claim_id(stay))
         claim.pop("meta")
         txn.update("Claim", claim["id"], dict(claim, status="active"))
-    before = counts(fresh.store)
+    before = coding_rows(fresh.store)
     answer = fresh.call("POST", f"/api/coding/encounters/{stay}/decisions", json=body)
     assert answer.status_code == 409
     assert "is active, no longer a draft" in outcome_of(answer)["issue"][0]["diagnostics"]
-    assert counts(fresh.store) == before
+    assert coding_rows(fresh.store) == before
 
 
 def test_a_restricted_record_needs_break_the_glass(fresh: Site, hospital: Hospital) -> None:
@@ -448,7 +438,7 @@ def test_a_bad_report_period_is_refused(site: Site, params: dict[str, str]) -> N
 def test_roles_without_the_coding_capability_are_refused_and_audited(
         site: Site, hospital: Hospital) -> None:
     stay = hospital.inpatient
-    before = counts(site.store)
+    before = coding_rows(site.store)
     body = {"decisions": [{"action": "accept", "code": "J18.9", "poa": "Y"}], "reason": "x"}
     for method, path, kw in [
             ("GET", "/api/coding/queue", {}),
@@ -463,7 +453,7 @@ def test_roles_without_the_coding_capability_are_refused_and_audited(
         assert issue["code"] == "forbidden"
         assert "does not have the coding capability" in issue["diagnostics"]
         assert "J18.9" not in answer.text
-    assert counts(site.store) == before
+    assert coding_rows(site.store) == before
     denied = [e for e in site.security.trail.entries(user_id="tess", limit=100)
               if e.outcome != "success"]
     assert len(denied) == 6

@@ -17,10 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
 
 from chartkeeper.api.app import create_app
-from chartkeeper.coding import codesets, feedback, service
+from chartkeeper.coding import codesets, service
 from chartkeeper.coding.worksheet import claim_id
 from chartkeeper.coding.worksheet_view import worksheet
 from chartkeeper.security.identity import Role
@@ -30,7 +29,7 @@ from chartkeeper.store import Store
 from chartkeeper.store.importer import Importer, find_files
 from chartkeeper.synth.generate import generate
 from tests.api.conftest import CHEAP_HASHER, free_port, served_on
-from tests.coding.conftest import AS_OF, FY2026, PATIENTS, SEED, import_pcs
+from tests.coding.conftest import AS_OF, FY2026, PATIENTS, SEED, coding_rows, import_pcs
 from tests.web.axe import violations
 from tests.web.conftest import Account, add_account, screenshot
 from tests.web.support import csrf_of, sign_in_http
@@ -91,13 +90,6 @@ def coding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coding]:
         store.dispose()
 
 
-def counts(store: Store) -> dict[str, int]:
-    found = store.row_counts()
-    feedback.create_feedback_schema(store.engine)
-    with store.engine.connect() as conn:
-        found["coding_feedback"] = int(conn.execute(
-            select(func.count()).select_from(feedback.coding_feedback)).scalar_one())
-    return found
 
 
 def sign_in(page: Any, coding: Coding, username: str, next_path: str) -> None:
@@ -270,14 +262,14 @@ def test_an_invalid_code_is_shown_on_the_page_and_nothing_is_stored(
     submit(page, "button[value='add-typed']")
     assert row(page, "diagnoses", "E11").get_attribute("data-origin") == "added"
     page.fill("#reason", "initial coding")
-    before = counts(coding.store)
+    before = coding_rows(coding.store)
     submit(page, "#finalize")
     error = page.locator("#worksheet-error").inner_text()
     assert "E11 is not billable in ICD-10-CM 2026-04-01" in error
     assert "Nothing was stored." in error
     assert row(page, "diagnoses", "E11").count() == 1  # the worksheet as the coder left it
     assert page.locator("#reason").input_value() == "initial coding"
-    assert counts(coding.store) == before
+    assert coding_rows(coding.store) == before
     screenshot(page, "coding-work-05-invalid")
 
 
@@ -329,7 +321,7 @@ def test_the_worksheet_works_without_javascript(coding: Coding) -> None:
         assert checked.status_code == 200
         assert 'data-severity="error" data-rule="excludes1"' in checked.text
         assert "error: fix it before finalizing" in checked.text
-        before = counts(coding.store)
+        before = coding_rows(coding.store)
         refused = _post(client, path, checked.text, do="finalize", reason="initial coding")
         assert refused.status_code == 422
         assert "1 edit blocks billing" in refused.text and "Nothing was stored." in refused.text
@@ -339,7 +331,7 @@ def test_the_worksheet_works_without_javascript(coding: Coding) -> None:
         assert damaged.status_code == 400 and "choose accept, reject or edit" in damaged.text
         forged = client.post(path, data={"do": "finalize", "reason": "x", "rows": "0"})
         assert forged.status_code == 403
-        assert counts(coding.store) == before
+        assert coding_rows(coding.store) == before
         # The search's results as the coder types are a fragment of the page.
         fragment = client.get("/coding/worksheet-search", params={
             "search-q": "htn", "search-date": "2026-03-01", "search-for": "0",
