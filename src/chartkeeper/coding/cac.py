@@ -434,31 +434,34 @@ class Coder:
     def _resolve(self, diagnoses: list[Suggestion]) -> None:
         """Of two proposed codes that say the same thing (a code of the same category whose
         words the other's include: "CKD" beside "CKD stage 2") or that an Excludes1 note keeps
-        apart, the weaker is offered, not proposed."""
+        apart, the weaker is offered, not proposed; so is a code of an unspecified site beside
+        one of a documented site (``_site_documented``)."""
         proposed = sorted((s for s in diagnoses if s.proposed), key=lambda s: -s.confidence)
-        codes = {s.code for s in proposed}
         for index, weaker in enumerate(proposed):
-            site_known = _site_documented(weaker.code, codes) or (
-                "unspecified part" in weaker.display.lower() and any(
-                    other.code[:3] == weaker.code[:3] and other.code != weaker.code
-                    for other in proposed))
-            for stronger in proposed[:index] if not site_known else ():
-                if not stronger.proposed:
-                    continue
-                same = (weaker.code[:3] == stronger.code[:3] and weaker.words
-                        and weaker.words <= stronger.words)
-                if same or (self.excludes1 and self.excludes1(stronger.code, weaker.code)):
-                    break
-            else:
-                # A less specific code of the same category, whatever its confidence:
-                # "left breast cancer" beside "left breast, overlapping sites: carcinoma".
-                if not site_known and not any(
-                        other.proposed and other.code[:3] == weaker.code[:3] and
-                        weaker.words and weaker.words < other.words for other in proposed):
-                    continue
-            weaker.proposed = False
-            weaker.confidence = min(weaker.confidence, PROPOSE_AT - 0.01)
+            if self._gives_way(weaker, proposed[:index], proposed):
+                weaker.proposed = False
+                weaker.confidence = min(weaker.confidence, PROPOSE_AT - 0.01)
         diagnoses.sort(key=lambda s: -s.confidence)
+
+    def _gives_way(self, weaker: Suggestion, stronger: list[Suggestion],
+                   proposed: list[Suggestion]) -> bool:
+        same_category = [other for other in proposed
+                         if other.code[:3] == weaker.code[:3] and other.code != weaker.code]
+        if _site_documented(weaker.code, {s.code for s in proposed}) or (
+                "unspecified part" in weaker.display.lower() and same_category):
+            return True
+        for other in stronger:
+            if not other.proposed:
+                continue
+            if other.code[:3] == weaker.code[:3] and weaker.words and \
+                    weaker.words <= other.words:
+                return True
+            if self.excludes1 and self.excludes1(other.code, weaker.code):
+                return True
+        # A less specific code of the same category, whatever its confidence: "left breast
+        # cancer" beside "left breast, overlapping sites: carcinoma".
+        return any(other.proposed and weaker.words and weaker.words < other.words
+                   for other in same_category)
 
     def _obstetric_outcome(self, doc: Doc, text: str,
                            diagnoses: list[Suggestion]) -> list[Suggestion]:
