@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import DBAPIError
 
 from chartkeeper.security.audit import (
@@ -316,6 +316,37 @@ def test_a_disposed_engine_reconnects_for_the_next_batch(
     engine.dispose()  # every pooled connection closed under the writer
     assert writer.write(record(1), timeout=120) == 2
     assert trail.verify().ok
+
+
+def test_sqlite_appends_from_every_thread_share_one_connection(
+        trail: AuditTrail, engine: Engine) -> None:
+    """Own-transaction appends on SQLite all use the process's one append connection: one
+    connection's page cache stays valid between appends (through the pool they rotated, and
+    every append re-read the B-trees). After a database error the next append opens another."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the append connection is SQLite's")
+    opened: list[object] = []
+    event.listen(engine, "connect", lambda dbapi, _record: opened.append(dbapi))
+    trail.append(None, record(0))
+    opened.clear()
+
+    def append_some(first: int) -> None:
+        for n in range(first, first + 10):
+            trail.append_many(None, [record(n)], durable=n % 2 == 0)
+
+    threads = [threading.Thread(target=append_some, args=(1 + 10 * t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert opened == []  # 40 appends from four threads, no connection opened for them
+    with audit_table_missing(engine), pytest.raises(DBAPIError, match="audit_entry"):
+        trail.append(None, record(99))
+    assert trail.append(None, record(41)) == 42
+    result = trail.verify()
+    assert result.ok and result.entries_checked == 42
+    trail.close()
+    assert trail.append(None, record(42)) == 43
 
 
 def test_invalid_records_are_refused_at_submit(trail: AuditTrail, engine: Engine,

@@ -69,6 +69,7 @@ def audit(settings: Settings, decider: Decider, activity: str, patients: list[st
                      "provenance": outcome.provenance_id if outcome else None,
                      "versions": outcome.targets[:50] if outcome else [], **details}))
     finally:
+        trail.close()
         trail.engine.dispose()
 
 

@@ -42,6 +42,7 @@ from sqlalchemy import ColumnElement, Engine, Table, func, insert, select, updat
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError
 
+from chartkeeper.security.audit_appender import SqliteAppender
 from chartkeeper.security.audit_event import audit_event
 from chartkeeper.security.audit_key import KEY_BYTES, AuditKey, audit_key_path, canonical_entry
 from chartkeeper.security.audit_records import (
@@ -115,6 +116,7 @@ class AuditTrail:
         self.observer = observer
         self.server_url = server_url
         self._clock = clock
+        self._appender = SqliteAppender(engine)
 
     # ------------------------------------------------------------------ writing
     def append(self, conn: Connection | None, entry: AuditRecord) -> int:
@@ -149,43 +151,39 @@ class AuditTrail:
         return self._append_locked(conn, records)
 
     def _append_on_driver(self, records: Sequence[AuditRecord], durable: bool) -> list[int]:
-        """``append_many`` in a transaction of its own on SQLite, on the driver's connection
-        (taken from the engine's pool): every read request appends an entry, and SQLAlchemy's
-        connection and statement layers cost more than the transaction itself (0.55 → 0.35 ms
-        a read, bench/RESULTS.md). Errors are raised as SQLAlchemy's, like the other path."""
+        """``append_many`` in a transaction of its own on SQLite, with plain SQL on the
+        process's one append connection (``SqliteAppender``): every read request appends an
+        entry, and SQLAlchemy's connection and statement layers, and a page cache emptied by
+        the other pooled connections' writes, cost more than the transaction itself
+        (bench/RESULTS.md). Errors are raised as SQLAlchemy's, like the other path."""
         details = [record.details_json() for record in records]
-        try:
-            pooled = self.engine.raw_connection()
-        except sqlite3.Error as exc:  # the pool does not wrap what connect() raised
-            raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
         statement = "BEGIN IMMEDIATE"
-        try:
-            raw: Any = pooled.driver_connection
-            if not durable:
-                raw.execute("PRAGMA synchronous=NORMAL")
+
+        def append(raw: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            nonlocal statement
+            raw.execute(statement)
             try:
+                statement = _HEAD_SQL
+                rows = self._chain(raw.execute(statement).fetchone(), records, details)
+                statement = _insert_sql("?")
+                raw.executemany(statement, rows)
+                statement = "COMMIT"
                 raw.execute(statement)
-                try:
-                    statement = _HEAD_SQL
-                    row = raw.execute(statement).fetchone()
-                    rows = self._chain(row, records, details)
-                    statement = _insert_sql("?")
-                    raw.executemany(statement, rows)
-                    statement = "COMMIT"
-                    raw.execute(statement)
-                except BaseException:
-                    if raw.in_transaction:
-                        raw.execute("ROLLBACK")
-                    raise
-            finally:
-                if not durable:
-                    raw.execute("PRAGMA synchronous=FULL")
+            except BaseException:
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+                raise
+            return rows
+
+        try:
+            rows = self._appender.run(append, durable=durable)
         except sqlite3.Error as exc:
-            pooled.invalidate()
             raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
-        finally:
-            pooled.close()
         return [row[0] for row in rows]
+
+    def close(self) -> None:
+        """Close the append connection on SQLite (the next append opens another)."""
+        self._appender.close()
 
     def _check_write_transaction(self, conn: Connection) -> None:
         if not conn.in_transaction():

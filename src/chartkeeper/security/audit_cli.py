@@ -99,11 +99,15 @@ def open_trail(settings: Settings, *, create_key: bool) -> Iterator[AuditTrail]:
     """The site's audit trail (``Settings.audit_url``), schema created."""
     settings.home.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.audit_url)
+    trail: AuditTrail | None = None
     try:
         create_audit_schema(engine)
         key = _load_key(settings.home, engine, create=create_key)
-        yield AuditTrail(engine, key, server_url=settings.base_url)
+        trail = AuditTrail(engine, key, server_url=settings.base_url)
+        yield trail
     finally:
+        if trail is not None:
+            trail.close()
         engine.dispose()
 
 

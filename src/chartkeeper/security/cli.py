@@ -64,6 +64,7 @@ def record_privilege_change(settings: Settings, target: str, change: str,
             details={"via": "cli", "account": target, "change": change,
                      **{k: v for k, v in details.items() if v is not None}}))
     finally:
+        trail.close()
         trail.engine.dispose()
 
 

@@ -221,6 +221,7 @@ class SecurityServices:
             writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
+        self.trail.close()
 
     @property
     def audit_shares_store(self) -> bool:
