@@ -2,9 +2,9 @@
 837P written from coded Claims and passed by pyx12, every kind of claim error refused with
 nothing changed, and 999 / 277CA / 835 answers posted back as ClaimResponses.
 
-The synthetic hospital has no billing identifiers, charges or member ids, so ``bill_ready``
-records them (all synthetic: the NPIs pass the Luhn check with the 80840 prefix, the payer ids
-are made up). The 999, 277CA and 835 are written here after the 005010X231A1, 005010X214 and
+``bill_ready`` records the billing identifiers, member id and charges the tests check against,
+in place of the synthetic hospital's own (all synthetic: the NPIs pass the Luhn check with the
+80840 prefix, the payer ids are made up); one test releases a stay as the hospital made it. The 999, 277CA and 835 are written here after the 005010X231A1, 005010X214 and
 005010X221A1 guides, like tests/x12's; each is checked with pyx12 before it is posted.
 """
 
@@ -125,8 +125,9 @@ def practitioner_of(encounter: dict[str, Any]) -> str:
 
 def bill_ready(store: Store, encounter_id: str, role: str, npi: str,
                charges: list[tuple[str, int, str]], system: str) -> None:
-    """What billing needs that the synthetic record lacks: the participant's role and NPI, the
-    patient's member id, the payer's payer id, the hospital's NPI, EIN and address, charges."""
+    """The billing facts the tests check against, in place of the synthetic hospital's: the
+    participant's role and NPI, the patient's member id, the payer's payer id, the hospital's
+    NPI, EIN and address, and the charges (the feed's charges of the encounter are deleted)."""
     encounter = read(store, "Encounter", encounter_id)
     patient_id = encounter["subject"]["reference"].split("/")[1]
     with store.read() as txn:
@@ -139,7 +140,8 @@ def bill_ready(store: Store, encounter_id: str, role: str, npi: str,
         body["participant"][0]["type"] = [{"coding": [{"system": PARTICIPATION, "code": role}]}]
 
     def npi_of(body: dict[str, Any]) -> None:
-        body["identifier"] = [*body.get("identifier", []),
+        body["identifier"] = [*(i for i in body.get("identifier", [])
+                                if i.get("system") != "http://hl7.org/fhir/sid/us-npi"),
                               {"system": "http://hl7.org/fhir/sid/us-npi", "value": npi}]
 
     def member(body: dict[str, Any]) -> None:
@@ -164,6 +166,9 @@ def bill_ready(store: Store, encounter_id: str, role: str, npi: str,
     edit(store, "Organization", hospital_id, hospital)
     day = encounter["period"]["start"][:10]
     with store.write() as txn:
+        for charge in txn.search_params("ChargeItem", [
+                ("context", f"Encounter/{encounter_id}"), ("_count", "100")]).matches:
+            txn.delete("ChargeItem", charge["id"])  # the tests' charges instead of the feed's
         for code, units, amount in charges:
             txn.create({
                 "resourceType": "ChargeItem", "status": "billable",
@@ -501,6 +506,45 @@ def test_releasing_the_stay_writes_an_837i_that_pyx12_passes(store: Store, bille
     attachment = document["content"][0]["attachment"]
     assert attachment["contentType"] == "application/EDI-X12"
     assert base64.b64decode(attachment["data"]).decode("ascii") == done.text
+
+
+def test_a_stay_as_the_synthetic_hospital_made_it_is_released(
+        hospital: Hospital, tmp_path: Path, outbox: Path) -> None:
+    """The demo store bills without help: the hospital's NPI, tax id and address, the
+    attending's NPI, the payer id, the member id and the stay's charges come from the feed."""
+    store = store_copy(hospital.path, tmp_path / "as-made.sqlite")
+    try:
+        stay = hospital.inpatient
+        decide(store, stay, inpatient_decisions(worksheet(store, stay)), CAROL)
+        drg(store, stay)
+        encounter = read(store, "Encounter", stay)
+        with store.read() as txn:
+            charges = txn.search_params("ChargeItem", [("context", f"Encounter/{stay}")]).matches
+        days = (date.fromisoformat(encounter["period"]["end"][:10])
+                - date.fromisoformat(encounter["period"]["start"][:10])).days
+        codes = {c["code"]["coding"][0]["code"]: c for c in charges}
+        assert {"0120", "0450"} <= set(codes) and codes["0120"]["quantity"]["value"] == days
+        total = sum(Decimal(str(c["priceOverride"]["value"])) for c in charges)
+
+        done = release_claim(store, claim_id(stay), PARTIES, outbox, created=CREATED)
+        assert x12.validate(done.text) == [] and done.transaction == "837I"
+        found = segments(done.text)
+        hospital_org = read(store, "Organization",
+                            encounter["serviceProvider"]["reference"].split("/")[1])
+        hospital_npi = next(i["value"] for i in hospital_org["identifier"]
+                            if i["system"] == "http://hl7.org/fhir/sid/us-npi")
+        attending_npi = next(i["value"] for i in read(store, "Practitioner", practitioner_of(
+            encounter))["identifier"] if i["system"] == "http://hl7.org/fhir/sid/us-npi")
+        assert npi_is_valid(hospital_npi) and npi_is_valid(attending_npi)
+        assert f"NM1*85*2*CHARTKEEPER GENERAL HOSPITAL*****XX*{hospital_npi}" in found
+        assert any(s.startswith("NM1*71*1*") and s.endswith(f"*XX*{attending_npi}")
+                   for s in found)
+        assert any(s.startswith("NM1*PR*2*") and "*PI*SYN" in s for s in found)
+        assert f"SV2*0120**{codes['0120']['priceOverride']['value']:g}*DA*{days}" in found
+        [clm] = [s for s in found if s.startswith("CLM*")]
+        assert Decimal(clm.split("*")[2]) == total
+    finally:
+        store.dispose()
 
 
 def test_releasing_the_office_visit_writes_an_837p_that_pyx12_passes(

@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
+from chartkeeper.synth import billing
 from chartkeeper.synth.assemble import build_course
 from chartkeeper.synth.course import Course
 from chartkeeper.synth.duplicates import DUPLICATE_RATE, register_again
@@ -45,12 +46,14 @@ class Summary:
 def build_hospital(seed: int) -> Hospital:
     rng = random.Random(f"chartkeeper-synth:{seed}:hospital")
     organization_id = new_id(rng)
-    resources: list[Resource] = [{
+    hospital: Resource = {
         "resourceType": "Organization", "id": organization_id, "active": True,
         "type": [concept("http://terminology.hl7.org/CodeSystem/organization-type", "prov",
                           "Healthcare Provider")],
         "name": HOSPITAL_NAME,
-    }]
+    }
+    billing.hospital_billing(hospital)
+    resources: list[Resource] = [hospital]
     payer_ids: dict[str, str] = {}
     for kind, (name, _, _) in PAYERS.items():
         if not name:
@@ -61,6 +64,7 @@ def build_hospital(seed: int) -> Hospital:
             "type": [concept("http://terminology.hl7.org/CodeSystem/organization-type", "pay",
                               "Payer")],
             "name": name,
+            "identifier": billing.payer_identifier(kind),
         })
     practitioner_ids, practitioner_names = [], []
     for number in range(1, PRACTITIONERS + 1):
@@ -71,7 +75,9 @@ def build_hospital(seed: int) -> Hospital:
         practitioner_names.append(f"{given} {family}, MD")
         resources.append({
             "resourceType": "Practitioner", "id": practitioner_ids[-1], "active": True,
-            "identifier": [{"system": f"{MRN_SYSTEM}.2", "value": f"P{number:04d}"}],
+            "identifier": [{"system": f"{MRN_SYSTEM}.2", "value": f"P{number:04d}"},
+                           {"system": billing.NPI_SYSTEM,
+                            "value": billing.practitioner_npi(number)}],
             "name": [{"family": family, "given": [given], "prefix": ["Dr."]}],
             "gender": gender,
         })

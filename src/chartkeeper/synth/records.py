@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from chartkeeper.synth import notes
+from chartkeeper.synth import billing, notes
 from chartkeeper.synth.course import (
     AMBULATORY,
     CVX,
@@ -133,6 +133,8 @@ class PatientRecords:
         self.pcp = rng.randrange(len(hospital.practitioner_ids))
         self._visits = 0
         self._notes = 0
+        self._coverages = 0
+        self._visits_made: list[tuple[Visit, str, str]] = []  # (visit, Encounter, Patient)
         self.duplicate_ref: str | None = None
         self.registered = person  # the identity the current visit is registered under
 
@@ -181,6 +183,11 @@ class PatientRecords:
         for diagnosis in course.diagnoses:
             if diagnosis.disease.chronic and diagnosis.disease.key in condition_refs:
                 self._add(self._care_plan(diagnosis, condition_refs[diagnosis.disease.key]))
+        # Last, so that the records before them stay what they were for a seed.
+        for visit, encounter_ref, patient_ref in self._visits_made:
+            for charge in billing.stay_charges(visit, encounter_ref, patient_ref,
+                                               admitted_through_ed=True):
+                self._add(charge)
         return self.resources
 
     def _visit(self, course: Course, visit: Visit, condition_refs: dict[str, str]) -> None:
@@ -190,6 +197,7 @@ class PatientRecords:
         doctor = (self.pcp if visit.encounter_class == AMBULATORY and visit.kind in (
             "check-up", "follow-up") else self.rng.randrange(len(self.hospital.practitioner_ids)))
         encounter_ref = self._add(self._encounter(visit, number, doctor))
+        self._visits_made.append((visit, encounter_ref, self.patient_ref))
         for diagnosis in visit.diagnosed:
             condition_refs[diagnosis.disease.key] = self._add(
                 self._condition(diagnosis, encounter_ref))
@@ -274,7 +282,7 @@ class PatientRecords:
         payer = (f"Organization/{self.hospital.payer_ids[kind]}"
                  if kind in self.hospital.payer_ids else beneficiary)
         start = max(person.birth_date, self.as_of - timedelta(days=365 * 5))
-        return {
+        coverage: Resource = {
             "resourceType": "Coverage", "status": "active",
             "type": concept(SOPT_SYSTEM, code, display),
             "beneficiary": {"reference": beneficiary},
@@ -283,6 +291,10 @@ class PatientRecords:
             "period": {"start": start.isoformat()},
             "payor": [{"reference": payer}],
         }
+        self._coverages += 1
+        if kind in self.hospital.payer_ids:
+            coverage["subscriberId"] = billing.member_id(self.index, self._coverages)
+        return coverage
 
     def _encounter(self, visit: Visit, number: str, doctor: int) -> Resource:
         code, display = VISIT_TYPES.get(visit.kind, VISIT_TYPES[visit.encounter_class])
@@ -298,7 +310,8 @@ class PatientRecords:
                       "display": CLASS_DISPLAY[visit.encounter_class]},
             "type": [concept(SNOMED, code, display)],
             "subject": {"reference": self.patient_ref},
-            "participant": [{"individual": {"reference": self._practitioner(doctor)}}],
+            "participant": [{"type": [billing.participant_type(visit.encounter_class)],
+                             "individual": {"reference": self._practitioner(doctor)}}],
             "period": {"start": instant(visit.day, 0), "end": instant(end, minutes)},
             "serviceProvider": {"reference": f"Organization/{self.hospital.organization_id}"},
         }
