@@ -149,6 +149,32 @@ def test_unspecified_sites_give_way_to_the_documented_ones(coder: Coder) -> None
     assert not codes & {"C44.501", "C80.1", "C50.912", "C77.9"}, codes
 
 
+def test_a_title_that_only_says_disorder_of_an_organ_is_not_proposed_for_the_organ(
+        coder: Coder) -> None:
+    # "Disorder of prostate", "Other disorders of lung", "Liver disease" and "Congestive
+    # heart disease" (an inclusion term of I50.9) would otherwise match any mention of the
+    # organ: "disorder", "disease" and "congestive" are no words to match on.
+    text = ("HPI:\nProstate cancer on surveillance; liver and lung imaging clear; heart "
+            "sounds regular.\n\nASSESSMENT:\n1. prostate cancer\n2. benign prostatic "
+            "hyperplasia\n")
+    found = suggest(coder, text)
+    codes = {s.code for s in found.diagnoses}
+    assert {"C61", "N40.0"} <= set(proposed(found)), proposed(found)
+    assert not codes & {"N42.9", "N42.89", "J98.4", "K76.9", "I50.9"}, codes
+
+
+@pytest.mark.parametrize("setting", ["outpatient", "inpatient"])
+def test_a_site_not_specified_gives_way_to_the_site_the_same_clause_names(
+        coder: Coder, setting: str) -> None:
+    # N39.0 is "Urinary tract infection, site not specified": the clause names the site.
+    found = suggest(coder, "ASSESSMENT:\n1. upper UTI (acute pyelonephritis)\n"
+                           "2. type 2 diabetes\n", setting)
+    assert found.principal == "N10" and set(proposed(found)) == {"N10", "E11.9"}
+    assert "N39.0" in {s.code for s in found.diagnoses}  # offered, not proposed
+    alone = suggest(coder, "ASSESSMENT:\n1. UTI\n2. type 2 diabetes\n", setting)
+    assert "N39.0" in proposed(alone)
+
+
 def test_a_well_child_visit_is_a_childs_examination_whatever_the_age_says(
         coder: Coder) -> None:
     no_age = suggest(coder, "ASSESSMENT:\nWell child check.\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ from chartkeeper.coding.cac_procedures import (
     ProcedureCoder,
     context_words,
 )
-from chartkeeper.coding.terms import Match, TermIndex, Word, words
+from chartkeeper.coding.terms import Match, Term, TermIndex, Word, words
 
 Setting = Literal["inpatient", "outpatient"]
 SETTINGS: tuple[Setting, ...] = ("inpatient", "outpatient")
@@ -252,7 +252,7 @@ class Coder:
         mentions = list(self._mentions(doc, text, facts))
         kept = self._in_context(doc, mentions, setting)
         diagnoses = self._obstetric_outcome(doc, text, self._rank(kept, limit))
-        self._resolve(diagnoses)
+        self._resolve(diagnoses, kept)
         principal = self._principal(diagnoses, kept, setting)
         # The principal (first-listed) diagnosis leads the list; the rest stay by confidence.
         diagnoses.sort(key=lambda s: s.code != principal)
@@ -431,14 +431,19 @@ class Coder:
         ranked = sorted(by_code.values(), key=lambda s: (-s.confidence, first_seen[s.code]))
         return ranked[:limit]
 
-    def _resolve(self, diagnoses: list[Suggestion]) -> None:
+    def _resolve(self, diagnoses: list[Suggestion], kept: list[tuple[_Mention, float]]
+                 ) -> None:
         """Of two proposed codes that say the same thing (a code of the same category whose
         words the other's include: "CKD" beside "CKD stage 2") or that an Excludes1 note keeps
         apart, the weaker is offered, not proposed; so is a code of an unspecified site beside
-        one of a documented site (``_site_documented``)."""
+        one of a documented site (``_site_documented``, ``_site_named_beside``)."""
+        clauses: dict[str, set[int]] = defaultdict(set)
+        for mention, _ in kept:
+            clauses[mention.match.term.code].add(mention.clause_start)
         proposed = sorted((s for s in diagnoses if s.proposed), key=lambda s: -s.confidence)
         for index, weaker in enumerate(proposed):
-            if self._gives_way(weaker, proposed[:index], proposed):
+            if _site_named_beside(weaker, proposed, clauses) or \
+                    self._gives_way(weaker, proposed[:index], proposed):
                 weaker.proposed = False
                 weaker.confidence = min(weaker.confidence, PROPOSE_AT - 0.01)
         diagnoses.sort(key=lambda s: -s.confidence)
@@ -542,6 +547,22 @@ def _site_documented(code: str, codes: set[str]) -> bool:
     return False
 
 
+def _site_named_beside(weaker: Suggestion, proposed: list[Suggestion],
+                       clauses: Mapping[str, set[int]]) -> bool:
+    """Whether ``weaker`` is a "site not specified" code ("Urinary tract infection, site not
+    specified") and the same clause of the note names the site with a code of the same
+    chapter ("upper UTI (acute pyelonephritis)": N10, not N39.0 beside it)."""
+    if not _SITE_NOT_SPECIFIED.search(weaker.display):
+        return False
+    return any(other is not weaker and other.proposed and other.code[0] == weaker.code[0]
+               and not _SITE_NOT_SPECIFIED.search(other.display)
+               and clauses.get(other.code, set()) & clauses.get(weaker.code, set())
+               for other in proposed)
+
+
+_SITE_NOT_SPECIFIED = re.compile(r"\b(?:site not specified|unspecified site)\b", re.I)
+
+
 def _may_be_principal(code: str) -> bool:
     return not (code[0] in "VWXY" or code.startswith("Z37"))
 
@@ -628,9 +649,11 @@ def coder_from_titles(entries: Iterable[tuple[str, str, Iterable[str]]],
     """A Coder over billable codes given as (code, title, inclusion terms)."""
     from chartkeeper.coding.terms import term
 
+    listed = [(code, title, tuple(inclusion)) for code, title, inclusion in entries]
+    sites = body_sites(title for _, title, _ in listed)
     terms = []
     displays: dict[str, str] = {}
-    for code, title, inclusion in entries:
+    for code, title, inclusion in listed:
         displays[code] = title
         if "in diseases classified elsewhere" in title.lower():
             # Manifestation codes are reached from the underlying disease's "use additional
@@ -638,6 +661,30 @@ def coder_from_titles(entries: Iterable[tuple[str, str, Iterable[str]]],
             continue
         for text in (title, *inclusion):
             made = term(code, text)
-            if made is not None:
+            if made is not None and not _organ_only(made, sites):
                 terms.append(made)
     return Coder(TermIndex(terms), displays, nlp, excludes1)
+
+
+_NEOPLASM_SITE = re.compile(r"^(?:malignant|benign) neoplasm of (.+)$")
+_GENERIC_HEAD = re.compile(r"\b(?:disorders?|diseases?|conditions?)\b")
+
+
+def body_sites(titles: Iterable[str]) -> frozenset[str]:
+    """The words that name body sites, from the classification's own neoplasm titles
+    ("Malignant neoplasm of prostate")."""
+    found: set[str] = set()
+    for title in titles:
+        site = _NEOPLASM_SITE.match(title.lower())
+        if site is not None:
+            found |= {w.text for w in words(site.group(1))}
+    return frozenset(found)
+
+
+def _organ_only(made: Term, sites: frozenset[str]) -> bool:
+    """A title that says only "a disorder of" an organ ("Disorder of prostate, unspecified",
+    "Other disorders of lung", "Liver disease, unspecified"): "disorder", "disease" and
+    "condition" are no words to match, so the term would be the organ's name alone and be
+    proposed for any mention of the organ ("prostate cancer"). Not a term for suggestion."""
+    return (len(made.essential) == 1 and not made.choices and made.essential <= sites
+            and _GENERIC_HEAD.search(made.text.lower()) is not None)
