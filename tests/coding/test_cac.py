@@ -122,6 +122,12 @@ def test_routine_examination_codes_follow_the_patients_age(coder: Coder) -> None
     # "[ER+]" and "status" are left unsaid; the patient is the female of "female breast".
     ("left breast cancer (UOQ)\n2. estrogen receptor positive tumor", {"C50.412", "Z17.0"}),
     ("rectal cancer", {"C20"}),
+    # A history is the Z85 code of the site, not the cancer: "large intestine" is the colon,
+    # and Z85.048's "of rectum, rectosigmoid junction, and anus" names any of the three.
+    ("hx of colon cancer", {"Z85.038"}),
+    ("hx of rectal cancer", {"Z85.048"}),
+    # "Malignant neoplasm of colon, unspecified" gives way to the part of the colon named.
+    ("colon cancer (cecum)", {"C18.0"}),
 ])
 def test_neoplasms_are_coded_to_their_documented_site(coder: Coder, assessment: str,
                                                       expected: set[str]) -> None:

@@ -452,8 +452,12 @@ class Coder:
                    proposed: list[Suggestion]) -> bool:
         same_category = [other for other in proposed
                          if other.code[:3] == weaker.code[:3] and other.code != weaker.code]
+        # An "unspecified" code beside a specific one of its category ("Malignant neoplasm of
+        # colon, unspecified" beside "... of cecum"): unspecified codes are for records that
+        # say no more (guideline I.A.9, I.B.18).
         if _site_documented(weaker.code, {s.code for s in proposed}) or (
-                "unspecified part" in weaker.display.lower() and same_category):
+                _UNSPECIFIED.search(weaker.display) and any(
+                    not _UNSPECIFIED.search(other.display) for other in same_category)):
             return True
         for other in stronger:
             if not other.proposed:
@@ -536,8 +540,8 @@ def _end_char(doc: Doc, token_end: int) -> int:
 def _site_documented(code: str, codes: set[str]) -> bool:
     """Whether ``code`` is a neoplasm code of unspecified site beside a proposed code of a
     documented site (guideline I.C.2.d: C80.1 only when no primary site can be determined;
-    likewise C77.9 beside another node group, C79.9 beside a named secondary site). A code
-    of an "unspecified part" gives way to any other code of its category the same way."""
+    likewise C77.9 beside another node group, C79.9 beside a named secondary site). Codes
+    titled "unspecified" give way to a specific code of their category (``_gives_way``)."""
     if code == "C80.1":
         return any("C00" <= other[:3] <= "C75" for other in codes)
     if code == "C77.9":
@@ -560,6 +564,7 @@ def _site_named_beside(weaker: Suggestion, proposed: list[Suggestion],
                for other in proposed)
 
 
+_UNSPECIFIED = re.compile(r"\bunspecified\b", re.I)
 _SITE_NOT_SPECIFIED = re.compile(r"\b(?:site not specified|unspecified site)\b", re.I)
 
 
@@ -659,11 +664,20 @@ def coder_from_titles(entries: Iterable[tuple[str, str, Iterable[str]]],
             # Manifestation codes are reached from the underlying disease's "use additional
             # code" note, never coded alone (guideline I.A.13).
             continue
-        for text in (title, *inclusion):
+        for text in (title, *inclusion, *_colon_forms(title)):
             made = term(code, text)
             if made is not None and not _organ_only(made, sites):
                 terms.append(made)
     return Coder(TermIndex(terms), displays, nlp, excludes1)
+
+
+def _colon_forms(title: str) -> list[str]:
+    """The classification's "large intestine" as notes write it: "Personal history of ...
+    of large intestine" is a history of colon cancer, "Diverticulosis of large intestine" is
+    diverticulosis of the colon. (Not a word form for everything: the procedure tables name
+    the large intestine and each part of the colon as body parts of their own.)"""
+    found = re.sub(r"\blarge intestine\b", "colon", title, flags=re.I)
+    return [found] if found != title else []
 
 
 _NEOPLASM_SITE = re.compile(r"^(?:malignant|benign) neoplasm of (.+)$")

@@ -124,6 +124,9 @@ class Term:
     choices: tuple[tuple[frozenset[str], ...], ...] = ()
 
 
+# A neoplasm title's closing list of sites, "of A, B, and C" (or "of A, B and C").
+_SITE_LIST = re.compile(r"\bof ((?:(?!of\b)[a-z]+ )*[a-z]+(?:, (?:(?!of\b)[a-z]+ )*[a-z]+)+"
+                        r",? and (?:(?!of\b)[a-z]+ ?)+)\s*$")
 _EITHER_WORD = re.compile(r"\b([a-z]+) or ([a-z]+)\b")
 # A neoplasm title's last "of A and B" names the sites the code covers: either is enough.
 _EITHER_SITE = re.compile(r"\bof ((?:(?!\bof\b)[a-z]+ )*?[a-z]+) and ((?:[a-z]+ ?)+)$")
@@ -146,7 +149,15 @@ def term(code: str, text: str) -> Term | None:
     essential: set[str] = set()
     choices: list[tuple[frozenset[str], ...]] = []
     neoplasm = "neoplasm" in text.lower()
-    for segment in re.sub(r"\([^)]*\)|\[[^\]]*\]", " ", text).split(","):
+    body = re.sub(r"\([^)]*\)|\[[^\]]*\]", " ", text)
+    listed = _SITE_LIST.search(body.lower()) if neoplasm else None
+    if listed is not None:  # "of rectum, rectosigmoid junction, and anus": any one of them
+        sites = tuple(word_set(site) for site in re.split(r",\s*(?:and\s+)?|\s+and\s+",
+                                                          listed.group(1)))
+        if all(sites):
+            choices.append(sites)
+            body = body[:listed.start()]
+    for segment in body.split(","):
         segment = " ".join(segment.lower().split())
         if not segment:
             continue

@@ -410,6 +410,8 @@ def _clinical_name(ctx: _Ctx, disease: Disease, slots: dict[str, str]) -> str:
     if key.startswith("secondary-"):
         return f"metastatic disease to the {key[10:].replace('-', ' ')}".replace(
             "intra abdominal", "intra-abdominal")
+    if key == "history-of-colorectal-cancer":  # the history code names the part
+        return "hx of rectal cancer" if code.startswith("Z85.04") else "hx of colon cancer"
     if key.startswith("history-of-"):
         return f"hx of {key[11:].replace('-', ' ')}"
     name = _display_name(disease.snomed_display)
