@@ -270,3 +270,34 @@ def test_drugs_given_at_a_visit_get_their_hcpcs_code(coder: Coder) -> None:
     assert [(p.code, p.evidence[0].text) for p in found.procedures] == [
         ("J7613", "albuterol"), ("J0696", "ceftriaxone")]
     assert with_drugs.suggest(text, "inpatient").procedures == []
+
+
+def test_a_prescription_is_no_drug_given_and_a_regimens_cycle_codes_each_drug(
+        coder: Coder) -> None:
+    from chartkeeper.coding.cac_procedures import DrugCoder
+    from chartkeeper.coding.hcpcs import parse_hcpcs
+    from tests.coding.test_codesets import HCPCS_2020
+
+    drugs = DrugCoder(parse_hcpcs(HCPCS_2020.read_bytes(), source=HCPCS_2020.name))
+    with_drugs = Coder(coder.diagnoses, coder.displays, coder.nlp, coder.excludes1, None, drugs)
+
+    def given(text: str) -> list[str]:
+        return [p.code for p in with_drugs.suggest(text, "outpatient").procedures]
+
+    # "Start" an inhaler PRN is a prescription (J7613 is nebulizer solution given here).
+    assert given("PLAN:\n- Start albuterol 0.09 mg/actuation MDI, 2 puffs inhaled q4-6h PRN\n"
+                 "- Rx ceftriaxone 1 g IV q24h\n") == []
+    # An emergency order for doses given there and then is given, "Rx" or not.
+    assert given("PLAN:\n- Rx albuterol 2.5 mg by nebulizer every 20 minutes for 3 doses\n"
+                 ) == ["J7613"]
+    # A cycle given today: each drug of the current phase (FOLFOX named by its acronym;
+    # paclitaxel comes after the doxorubicin and cyclophosphamide cycles; J9070 is
+    # "Cyclophosphamide, 100 mg", a chemotherapy code without "Injection").
+    folfox = given("ASSESSMENT:\nFOLFOX with bevacizumab, cycle 3 of 12.\n1. colon cancer\n\n"
+                   "PLAN:\n- Chemotherapy today\n")
+    assert {"J9263", "J0640", "J9190", "J9035"} == set(folfox), folfox
+    assert sorted(given("ASSESSMENT:\nDoxorubicin and cyclophosphamide then paclitaxel, "
+                        "cycle 1 of 4.\n\nPLAN:\n- Chemotherapy today\n")) == ["J9000", "J9070"]
+    # The same regimen named on a visit that gives nothing today codes nothing.
+    assert given("ASSESSMENT:\nFOLFOX, cycle 3 of 12, held for neutropenia.\n\n"
+                 "PLAN:\n- Recheck counts next week\n") == []

@@ -4,8 +4,9 @@ nothing changed, and 999 / 277CA / 835 answers posted back as ClaimResponses.
 
 ``bill_ready`` records the billing identifiers, member id and charges the tests check against,
 in place of the synthetic hospital's own (all synthetic: the NPIs pass the Luhn check with the
-80840 prefix, the payer ids are made up); one test releases a stay as the hospital made it. The 999, 277CA and 835 are written here after the 005010X231A1, 005010X214 and
-005010X221A1 guides, like tests/x12's; each is checked with pyx12 before it is posted.
+80840 prefix, the payer ids are made up); one test releases a stay as the hospital made it.
+The 999, 277CA and 835 are written here after the 005010X231A1, 005010X214 and 005010X221A1
+guides, like tests/x12's; each is checked with pyx12 before it is posted.
 """
 
 from __future__ import annotations

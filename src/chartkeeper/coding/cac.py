@@ -20,6 +20,7 @@ from spacy.tokens import Doc, Span
 
 from chartkeeper.coding.cac_procedures import (
     OBSTETRIC_WORDS,
+    REGIMEN_CYCLE,
     DrugCoder,
     ProcedureCoder,
     context_words,
@@ -139,6 +140,9 @@ _AGE = re.compile(r"\b(\d{1,3})[- ]?(?:years?[- ]old|year-old|yo|y/o|y\.o\.)", r
 _GRAVIDA = re.compile(r"\bG(\d{1,2})\s?P\d", re.I)
 _WEEKS = re.compile(r"\b(\d{1,2})\s*(?:weeks|wks|w)\b(?!\s*ago)", re.I)
 _GIVEN_IN = frozenset({"observation_and_plan", "plan", "procedures", "hospital_course"})
+# The visit gave a cycle of chemotherapy or immunotherapy ("Chemotherapy today").
+_INFUSED_TODAY = re.compile(r"\b(?:chemotherapy|immunotherapy|infusion)\s+(?:today|given|"
+                            r"administered)\b", re.I)
 _THIS_STAY = frozenset({"procedures", "hospital_course", "observation_and_plan", "diagnoses",
                         "plan"})
 _DELIVERED = re.compile(r"\b(?:delivered|cesarean section|c-section|vaginal delivery|"
@@ -266,14 +270,21 @@ class Coder:
         """HCPCS drug codes for drugs the visit's plan or course says were given."""
         assert self.drugs is not None
         found: dict[str, Suggestion] = {}
+        infused = _INFUSED_TODAY.search(text) is not None
         for section in doc._.sections:
-            if section.category not in _GIVEN_IN:
+            regimen_only = section.category not in _GIVEN_IN
+            if regimen_only and not (infused and section.category in _LISTED):
                 continue
             start, end = doc[section.body_start].idx, _end_char(doc, section.body_end)
             for clause_start, clause_end, _ in _clauses(text, start, end):
                 clause = text[clause_start:clause_end]
-                for drug in self.drugs.find(clause):
+                cycle = infused and REGIMEN_CYCLE.search(clause) is not None
+                if regimen_only and not cycle:
+                    continue
+                for drug in (self.drugs.regimen(clause) if cycle else self.drugs.find(clause)):
                     span = _span_of(words(clause, clause_start), drug.drug)
+                    if span is None and cycle:  # named by the regimen's acronym: the clause
+                        span = (clause_start, clause_start + len(clause.rstrip()))
                     if span is None or drug.code in found:
                         continue
                     found[drug.code] = Suggestion(

@@ -101,6 +101,24 @@ _ROUTE_CUES: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 _GIVEN_NOW = re.compile(r"\b(?:given|gave|administered|start(?:ed)?|begin|began|now|stat|"
                         r"x\s?\d|every \d+ minutes)\b", re.I)
+# A prescription or a home regimen ("2 puffs inhaled q4-6h PRN", "Rx ...", "1 g IV q24h"): the
+# drug is ordered, not given at the visit.
+_PRESCRIBED = re.compile(r"\b(?:prn|rx|q\s?\d+(?:-\d+)?\s?h|qd|bid|tid|qid|daily|puffs?|mdi|"
+                         r"inhaler|tablets?|tabs?|capsules?|refills?|dispense)\b", re.I)
+# Doses given there and then, even when written as an order ("Rx albuterol ... by nebulizer
+# every 20 minutes for 3 doses").
+_ACUTE_DOSES = re.compile(r"\bevery \d+ minutes\b|\bstat\b|\bx\s?\d\b", re.I)
+# A cycle of a systemic regimen ("FOLFOX (oxaliplatin, leucovorin, fluorouracil), cycle 3 of
+# 12"); the drugs given now come before any "then" (the regimen's next phase).
+REGIMEN_CYCLE = re.compile(r"\bcycle \d+\b", re.I)  # "of 12." may end the clause
+# Regimens written by their acronym, as their drugs.
+_REGIMEN_DRUGS = {
+    "folfox": "oxaliplatin, leucovorin, fluorouracil",
+    "folfiri": "irinotecan, leucovorin, fluorouracil",
+    "folfirinox": "oxaliplatin, irinotecan, leucovorin, fluorouracil",
+}
+_SALTS = frozenset({"sodium", "hydrochloride", "hcl", "acetate", "sulfate", "phosphate",
+                    "calcium", "citrate", "mesylate", "tartrate"})
 
 
 @dataclass(frozen=True)
@@ -139,9 +157,27 @@ class DrugCoder:
                 self._by_word.setdefault(word, []).append(drug)
 
     def find(self, clause: str) -> list[DrugCode]:
+        """The drug given now that ``clause`` names by route, if any (one code)."""
         routes = {route for cue, route in _ROUTE_CUES if cue.search(clause)}
-        if not routes or not _GIVEN_NOW.search(clause):
+        if not routes or not _GIVEN_NOW.search(clause) or (
+                _PRESCRIBED.search(clause) and not _ACUTE_DOSES.search(clause)):
             return []
+        return self._best(clause, routes)[:1]
+
+    def regimen(self, clause: str) -> list[DrugCode]:
+        """The drugs of a regimen's cycle given at a visit (``REGIMEN_CYCLE``): chemotherapy
+        and immunotherapy are infused, one code for each drug named before any "then"."""
+        current = re.split(r"\bthen\b", clause, maxsplit=1, flags=re.I)[0]
+        for acronym, drugs in _REGIMEN_DRUGS.items():
+            current = re.sub(rf"\b{acronym}\b", drugs, current, flags=re.I)
+        chosen: dict[frozenset[str], DrugCode] = {}
+        for drug in self._best(current, {"injection"}):
+            if not any(drug.drug <= other for other in chosen):
+                chosen[drug.drug] = drug
+        return list(chosen.values())
+
+    def _best(self, clause: str, routes: set[str]) -> list[DrugCode]:
+        """The codes of the drugs ``clause`` names by ``routes``, most likely first."""
         present = word_set(clause)
         found = {drug.code: drug for word in present for drug in self._by_word.get(word, ())
                  if drug.route in routes and drug.drug <= present}
@@ -156,21 +192,22 @@ class DrugCoder:
                        if re.search(rf"(?<!non-){form}", title) and form not in said)
 
         return sorted(found.values(),
-                      key=lambda d: (unlikely(d), -len(d.drug), len(d.title), d.code))[:1]
+                      key=lambda d: (unlikely(d), -len(d.drug), len(d.title), d.code))
 
 
 def _drug_code(code: str, descriptor: str) -> DrugCode | None:
-    parts = [part.strip() for part in descriptor.split(",")]
+    parts = [re.sub(r"\([^)]*\)", " ", part).strip() for part in descriptor.split(",")]
     if len(parts) < 2:
         return None
     if parts[0].lower() in ("injection", "infusion"):
         route, name = "injection", parts[1]
     elif "inhalation" in descriptor.lower():
         route, name = "inhalation", parts[0]
+    elif code.startswith("J9"):  # chemotherapy drugs, given other than by mouth
+        route, name = "injection", parts[0]
     else:
         return None
-    drug = word_set(name) - {"sodium", "hydrochloride", "hcl", "acetate", "sulfate",
-                             "phosphate"}
+    drug = word_set(name) - _SALTS
     if not drug or len(drug) > 3:
         return None  # combinations and compounded preparations need a coder
     return DrugCode(code, descriptor, drug, route)
