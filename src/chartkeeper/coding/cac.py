@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
+from chartkeeper.coding.cac_pipeline import build_pipeline as build_pipeline
 from chartkeeper.coding.cac_procedures import (
     OBSTETRIC_WORDS,
     REGIMEN_CYCLE,
@@ -25,7 +26,26 @@ from chartkeeper.coding.cac_procedures import (
     ProcedureCoder,
     context_words,
 )
-from chartkeeper.coding.terms import Match, Term, TermIndex, Word, words
+from chartkeeper.coding.cac_results import Evidence as Evidence
+from chartkeeper.coding.cac_results import SuggestError as SuggestError
+from chartkeeper.coding.cac_results import Suggestion as Suggestion
+from chartkeeper.coding.cac_results import Suggestions as Suggestions
+from chartkeeper.coding.cac_results import with_evidence_text as with_evidence_text
+from chartkeeper.coding.cac_rules import (
+    _UNSPECIFIED,
+    _clauses,
+    _distinct,
+    _document_facts,
+    _end_char,
+    _facts_for,
+    _site_documented,
+    _site_named_beside,
+    _span_of,
+)
+from chartkeeper.coding.cac_rules import _may_be_principal as _may_be_principal
+from chartkeeper.coding.cac_titles import body_sites as body_sites
+from chartkeeper.coding.cac_titles import coder_from_titles as coder_from_titles
+from chartkeeper.coding.terms import Match, TermIndex, words
 
 Setting = Literal["inpatient", "outpatient"]
 SETTINGS: tuple[Setting, ...] = ("inpatient", "outpatient")
@@ -54,91 +74,6 @@ PROCEDURE_NAME_WORDS = 8  # a procedure as listed is a name, not a sentence
 _NARRATIVE = re.compile(r"\b(?:was|were|is|are|has|had|been|then)\b", re.I)
 PROPOSE_AT = 0.5  # suggestions at or above this confidence are proposed; the rest are offered
 
-# Section headings clinical notes use that medspaCy's default rules lack ("Assessment and Plan"
-# is a section, not two words of text).
-_SECTION_RULES: tuple[tuple[str, str], ...] = (
-    ("ASSESSMENT AND PLAN:", "observation_and_plan"),
-    ("ASSESSMENT & PLAN:", "observation_and_plan"),
-    ("A/P:", "observation_and_plan"),
-    ("IMPRESSION:", "impression"),
-    ("IMPRESSION AND PLAN:", "observation_and_plan"),
-    ("DISCHARGE DIAGNOSES:", "diagnoses"),
-    ("DISCHARGE DIAGNOSIS:", "diagnoses"),
-    ("FINAL DIAGNOSES:", "diagnoses"),
-    ("FINAL DIAGNOSIS:", "diagnoses"),
-    ("ADMITTING DIAGNOSIS:", "diagnoses"),
-    ("ADMISSION DIAGNOSIS:", "diagnoses"),
-    ("PREOPERATIVE DIAGNOSIS:", "diagnoses"),
-    ("POSTOPERATIVE DIAGNOSIS:", "diagnoses"),
-    ("DIAGNOSIS:", "diagnoses"),
-    ("DIAGNOSES:", "diagnoses"),
-    ("SUBJECTIVE:", "history_of_present_illness"),
-    ("PLAN:", "plan"),
-    ("OBJECTIVE:", "physical_exam"),
-    ("PROCEDURES:", "procedures"),
-    ("PROCEDURE:", "procedures"),
-    ("PROCEDURE PERFORMED:", "procedures"),
-    ("PROCEDURES PERFORMED:", "procedures"),
-    ("DESCRIPTION OF PROCEDURE:", "procedures"),
-    ("OPERATION:", "procedures"),
-    ("OPERATIONS:", "procedures"),
-    ("FINDINGS:", "imaging"),
-    ("HOSPITAL COURSE:", "hospital_course"),
-    ("DISCHARGE MEDICATIONS:", "medications"),
-    ("FOLLOW-UP:", "patient_instructions"),
-    ("DISPOSITION:", "patient_instructions"),
-    ("CONDITION AT DISCHARGE:", "patient_instructions"),
-    ("LABS AND DATA:", "labs_and_studies"),
-    ("REVIEW OF SYSTEMS:", "review_of_systems"),
-    ("PHYSICAL EXAM:", "physical_exam"),
-    ("PAST SURGICAL HISTORY:", "past_surgical_history"),
-    ("ESTIMATED BLOOD LOSS:", "other"),
-    ("SURGEON:", "other"),
-    ("ANESTHESIA:", "other"),
-    ("INDICATIONS:", "reason_for_examination"),
-    ("INDICATION:", "reason_for_examination"),
-    ("TECHNIQUE:", "other"),
-    ("COMPARISON:", "other"),
-    ("CLINICAL HISTORY:", "reason_for_examination"),
-)
-
-# ConText fixes clinical text needs: "without complications" is part of a diagnosis, not a
-# negation; "felt unlikely" and "less likely" look back at what they doubt.
-_CONTEXT_RULES: tuple[tuple[str, str, str], ...] = (
-    ("without complications", "PSEUDO", "FORWARD"),
-    ("without complication", "PSEUDO", "FORWARD"),
-    ("without mention of", "PSEUDO", "FORWARD"),
-    ("without abnormal findings", "PSEUDO", "FORWARD"),
-    ("without hematuria", "PSEUDO", "FORWARD"),
-    ("less likely", "POSSIBLE_EXISTENCE", "BACKWARD"),
-    ("felt less likely", "POSSIBLE_EXISTENCE", "BACKWARD"),
-    ("felt unlikely", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("unlikely", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("felt low probability", "NEGATED_EXISTENCE", "BACKWARD"),
-    # The uncertainty words of guideline Section II.H that medspaCy's rules lack.
-    ("probable", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("probably", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("suspected", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("likely", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("questionable", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("presumed", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("compatible with", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("consistent with", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("still to be ruled out", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("r/o", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("rule out", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("ppx", "HYPOTHETICAL", "BACKWARD"),
-    ("prophylaxis", "HYPOTHETICAL", "BACKWARD"),
-    ("hx of", "HISTORICAL", "FORWARD"),
-    ("h/o", "HISTORICAL", "FORWARD"),
-    ("history of", "HISTORICAL", "FORWARD"),
-)
-
-_CLAUSE_BREAK = re.compile(r"[;:#\n]|(?<!\d)\.(?!\d)|\s-\s|^\s*-\s|\b\d{1,2}\.\s", re.M)
-_INFANT_AGE = re.compile(r"\b\d{1,2}[- ]?(?:months?|mos?|weeks?|wks?|days?)[- ]old\b", re.I)
-_AGE = re.compile(r"\b(\d{1,3})[- ]?(?:years?[- ]old|year-old|yo|y/o|y\.o\.)", re.I)
-_GRAVIDA = re.compile(r"\bG(\d{1,2})\s?P\d", re.I)
-_WEEKS = re.compile(r"\b(\d{1,2})\s*(?:weeks|wks|w)\b(?!\s*ago)", re.I)
 _GIVEN_IN = frozenset({"observation_and_plan", "plan", "procedures", "hospital_course"})
 # The visit gave a cycle of chemotherapy or immunotherapy ("Chemotherapy today").
 _INFUSED_TODAY = re.compile(r"\b(?:chemotherapy|immunotherapy|infusion)\s+(?:today|given|"
@@ -151,47 +86,6 @@ _SIGNATURE = re.compile(r"\b(?:MD|DO|signed|dictated|electronically|attending|au
 _PRINCIPAL_LABEL = re.compile(r"\bprincipal\b", re.I)
 
 
-class SuggestError(ValueError):
-    """A request for suggestions that cannot be answered (empty text, unknown setting)."""
-
-
-@dataclass(frozen=True)
-class Evidence:
-    start: int
-    end: int
-    text: str
-    section: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"start": self.start, "end": self.end, "text": self.text, "section": self.section}
-
-
-@dataclass
-class Suggestion:
-    code: str
-    display: str
-    confidence: float
-    evidence: list[Evidence] = field(default_factory=list)
-    proposed: bool = False
-    words: frozenset[str] = field(default=frozenset(), repr=False)  # what the text said
-
-    def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "display": self.display,
-                "confidence": round(self.confidence, 3), "proposed": self.proposed,
-                "evidence": [item.to_json() for item in self.evidence]}
-
-
-@dataclass
-class Suggestions:
-    diagnoses: list[Suggestion]
-    principal: str | None
-    procedures: list[Suggestion]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"diagnoses": [s.to_json() for s in self.diagnoses], "principal": self.principal,
-                "procedures": [s.to_json() for s in self.procedures]}
-
-
 @dataclass(frozen=True)
 class _Mention:
     match: Match
@@ -202,32 +96,6 @@ class _Mention:
     coverage: float
     principal_label: bool
     bullet: bool
-
-
-def build_pipeline() -> Language:
-    """medspaCy's sectionizer and ConText with our rules, after spaCy's sentencizer."""
-    import medspacy  # noqa: F401 - registers the medspacy_* pipeline factories
-    import spacy
-    from medspacy.context import ConTextRule
-    from medspacy.section_detection import SectionRule
-
-    # spaCy's rule-based sentencizer, not PyRuSH: PyRuSH took 0.9 s of a two-page note's
-    # second, and logs every token it reads at DEBUG (note text, never to be logged). List
-    # items and headings also start sentences (``Coder._sections_doc``).
-    nlp: Language = spacy.blank("en")
-    nlp.add_pipe("sentencizer")
-    sectionizer: Any = nlp.add_pipe("medspacy_sectionizer",
-                                    config={"require_start_line": True,
-                                            "input_span_type": "group", "rules": None})
-    ours = {literal.lower().rstrip(":") for literal, _ in _SECTION_RULES}
-    defaults = [rule for rule in SectionRule.from_json(sectionizer.DEFAULT_RULES_FILEPATH)
-                if rule.literal.lower().rstrip(":") not in ours]
-    sectionizer.add([*defaults,
-                     *(SectionRule(literal, category) for literal, category in _SECTION_RULES)])
-    context: Any = nlp.add_pipe("medspacy_context", config={"input_span_type": "group"})
-    context.add([ConTextRule(literal, category, direction=direction)
-                 for literal, category, direction in _CONTEXT_RULES])
-    return nlp
 
 
 class Coder:
@@ -542,174 +410,3 @@ class Coder:
         if listed:
             return min(listed, key=lambda m: (m.clause_start, -m.match.score)).match.term.code
         return next((s.code for s in diagnoses if s.code in proposed), diagnoses[0].code)
-
-
-def _end_char(doc: Doc, token_end: int) -> int:
-    return doc[token_end - 1].idx + len(doc[token_end - 1].text) if token_end > 0 else 0
-
-
-def _site_documented(code: str, codes: set[str]) -> bool:
-    """Whether ``code`` is a neoplasm code of unspecified site beside a proposed code of a
-    documented site (guideline I.C.2.d: C80.1 only when no primary site can be determined;
-    likewise C77.9 beside another node group, C79.9 beside a named secondary site). Codes
-    titled "unspecified" give way to a specific code of their category (``_gives_way``)."""
-    if code == "C80.1":
-        return any("C00" <= other[:3] <= "C75" for other in codes)
-    if code == "C77.9":
-        return any(other[:3] == "C77" and other != code for other in codes)
-    if code == "C79.9":
-        return any(other[:3] in ("C77", "C78", "C79") and other != code for other in codes)
-    return False
-
-
-def _site_named_beside(weaker: Suggestion, proposed: list[Suggestion],
-                       clauses: Mapping[str, set[int]]) -> bool:
-    """Whether ``weaker`` is a "site not specified" code ("Urinary tract infection, site not
-    specified") and the same clause of the note names the site with a code of the same
-    chapter ("upper UTI (acute pyelonephritis)": N10, not N39.0 beside it)."""
-    if not _SITE_NOT_SPECIFIED.search(weaker.display):
-        return False
-    return any(other is not weaker and other.proposed and other.code[0] == weaker.code[0]
-               and not _SITE_NOT_SPECIFIED.search(other.display)
-               and clauses.get(other.code, set()) & clauses.get(weaker.code, set())
-               for other in proposed)
-
-
-_UNSPECIFIED = re.compile(r"\bunspecified\b", re.I)
-_SITE_NOT_SPECIFIED = re.compile(r"\b(?:site not specified|unspecified site)\b", re.I)
-
-
-def _may_be_principal(code: str) -> bool:
-    return not (code[0] in "VWXY" or code.startswith("Z37"))
-
-
-def with_evidence_text(suggestions: Suggestions, text: str) -> Suggestions:
-    """Fill each evidence span's text from the document it points into."""
-    for suggestion in [*suggestions.diagnoses, *suggestions.procedures]:
-        suggestion.evidence = [Evidence(e.start, e.end, text[e.start:e.end], e.section)
-                               for e in suggestion.evidence]
-    return suggestions
-
-
-def _clauses(text: str, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
-    """Clauses of a section body as (start, end, is a "- " bullet), list markers left out."""
-    clause_start, bullet = start, False
-    for cut in _CLAUSE_BREAK.finditer(text, start, end):
-        yield clause_start, cut.start(), bullet
-        clause_start = cut.end()
-        bullet = cut.group(0).strip() == "-" or (bullet and cut.group(0) not in "\n;")
-    yield clause_start, end, bullet
-
-
-def _distinct(matches: list[Match]) -> Iterator[Match]:
-    """The matches that each explain words no better match explained (the most specific)."""
-    chosen: list[Match] = []
-    for match in matches:
-        if any(match.covered <= better.covered for better in chosen):
-            continue
-        chosen.append(match)
-        yield match
-
-
-def _span_of(found: list[Word], covered: frozenset[str]) -> tuple[int, int] | None:
-    positions = [w for w in found if w.text in covered]
-    if not positions:
-        return None
-    return min(w.start for w in positions), max(w.end for w in positions)
-
-
-def _document_facts(text: str, age: int | None) -> frozenset[str]:
-    """Words a title may need that the note states once, not in every clause: the patient's
-    age group, the pregnancy's order and trimester, and whether an injury is in follow-up."""
-    facts: set[str] = set()
-    if age is None:
-        found = _AGE.search(text)
-        age = int(found.group(1)) if found else (0 if _INFANT_AGE.search(text) else None)
-    # The index makes "adult" a nonessential modifier of a medical examination: with no age
-    # stated, an examination is an adult's (a child's is written as a well-child visit).
-    facts.add("adult" if age is None or age >= 18 else "child")
-    gravida = _GRAVIDA.search(text)
-    if gravida:
-        facts.add("first" if gravida.group(1) == "1" else "other")
-    weeks = _WEEKS.search(text)
-    if weeks:
-        week = int(weeks.group(1))
-        facts.update(("trimester", "first" if week < 14 else "second" if week < 28 else "third"))
-    if gravida or re.search(r"\b(?:pregnan\w*|labou?r|deliver\w*|cesarean|breech|IUP|prenatal)\b",
-                            text, re.I):
-        facts.update(("maternal", "care", "obstetric"))
-    if re.search(r"\b(?:s/p|status post)\b|\bpost-?op(?:erative)?\s+(?:f/u|follow|visit|check)",
-                 text, re.I):
-        facts.update(("subsequent", "routine", "healing"))
-    return frozenset(facts)
-
-
-def _facts_for(present: frozenset[str], facts: frozenset[str]) -> frozenset[str]:
-    """Document facts join a clause only where they can qualify what it says."""
-    if "examination" in present:
-        if "child" in present:  # "well child": a child's examination, whatever the age said
-            return frozenset()
-        return facts & {"adult", "child"}
-    if "pregnancy" in present:
-        return facts & {"first", "second", "third", "trimester", "other"}
-    if present & {"presentation", "labor", "delivery", "breech"}:
-        return facts & {"maternal", "care"}
-    if "fracture" in present:
-        return facts & {"subsequent", "routine", "healing"}
-    return frozenset()
-
-
-def coder_from_titles(entries: Iterable[tuple[str, str, Iterable[str]]],
-                      nlp: Language | None = None,
-                      excludes1: Callable[[str, str], str | None] | None = None) -> Coder:
-    """A Coder over billable codes given as (code, title, inclusion terms)."""
-    from chartkeeper.coding.terms import term
-
-    listed = [(code, title, tuple(inclusion)) for code, title, inclusion in entries]
-    sites = body_sites(title for _, title, _ in listed)
-    terms = []
-    displays: dict[str, str] = {}
-    for code, title, inclusion in listed:
-        displays[code] = title
-        if "in diseases classified elsewhere" in title.lower():
-            # Manifestation codes are reached from the underlying disease's "use additional
-            # code" note, never coded alone (guideline I.A.13).
-            continue
-        for text in (title, *inclusion, *_colon_forms(title)):
-            made = term(code, text)
-            if made is not None and not _organ_only(made, sites):
-                terms.append(made)
-    return Coder(TermIndex(terms), displays, nlp, excludes1)
-
-
-def _colon_forms(title: str) -> list[str]:
-    """The classification's "large intestine" as notes write it: "Personal history of ...
-    of large intestine" is a history of colon cancer, "Diverticulosis of large intestine" is
-    diverticulosis of the colon. (Not a word form for everything: the procedure tables name
-    the large intestine and each part of the colon as body parts of their own.)"""
-    found = re.sub(r"\blarge intestine\b", "colon", title, flags=re.I)
-    return [found] if found != title else []
-
-
-_NEOPLASM_SITE = re.compile(r"^(?:malignant|benign) neoplasm of (.+)$")
-_GENERIC_HEAD = re.compile(r"\b(?:disorders?|diseases?|conditions?)\b")
-
-
-def body_sites(titles: Iterable[str]) -> frozenset[str]:
-    """The words that name body sites, from the classification's own neoplasm titles
-    ("Malignant neoplasm of prostate")."""
-    found: set[str] = set()
-    for title in titles:
-        site = _NEOPLASM_SITE.match(title.lower())
-        if site is not None:
-            found |= {w.text for w in words(site.group(1))}
-    return frozenset(found)
-
-
-def _organ_only(made: Term, sites: frozenset[str]) -> bool:
-    """A title that says only "a disorder of" an organ ("Disorder of prostate, unspecified",
-    "Other disorders of lung", "Liver disease, unspecified"): "disorder", "disease" and
-    "condition" are no words to match, so the term would be the organ's name alone and be
-    proposed for any mention of the organ ("prostate cancer"). Not a term for suggestion."""
-    return (len(made.essential) == 1 and not made.choices and made.essential <= sites
-            and _GENERIC_HEAD.search(made.text.lower()) is not None)
