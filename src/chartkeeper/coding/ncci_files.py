@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Final
 
 from chartkeeper.coding.errors import CodeSetError
+from chartkeeper.coding.icd10cm_order import decode_text
 from chartkeeper.coding.ncci_tables import (
     _HCPCS,
     MueEdit,
@@ -102,22 +103,12 @@ def _texts(data: bytes, source: str) -> Iterator[tuple[str, str]]:
 
 
 def decode_cms_text(data: bytes, source: str) -> str:
-    """A CMS text or CSV file as text: UTF-8, or Windows-1252 as CMS writes non-ASCII."""
+    """A CMS text or CSV file as text (``decode_text``), refusing an empty or binary file."""
     if not data.strip():
         raise CodeSetError(f"{source}: the file is empty")
     if b"\x00" in data[:4096]:
         raise CodeSetError(f"{source}: binary data, expected a text or CSV file")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    try:
-        # CMS's text files are Windows-1252 when they carry a non-ASCII character at all.
-        return data.decode("cp1252")
-    except UnicodeDecodeError as error:
-        raise CodeSetError(
-            f"{source}: byte {error.start} is neither UTF-8 nor Windows-1252 text"
-        ) from error
+    return decode_text(data, source=source)
 
 
 def _rows(text: str, source: str) -> list[tuple[int, list[str]]]:
