@@ -22,8 +22,14 @@ NEOPLASM = DATA / "icd10cm-fy2025-cdc-neoplasm-drug-eindex" / "icd-10-cm-neoplas
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """The packaged ICD-10-CM and the PCS tables of FY2025 and FY2026, imported up front: the
+    tests of this module may run in any order, on any xdist worker."""
     engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('codesets') / 'store.sqlite'}")
     codesets.ensure_packaged(engine)
+    for path, start, end in ((PCS_2025, date(2024, 10, 1), date(2025, 9, 30)),
+                             (PCS_2026, date(2025, 10, 1), date(2026, 9, 30))):
+        codesets.import_release(engine, path.read_bytes(), system="icd10pcs", source=path.name,
+                                effective_from=start, effective_to=end)
     return engine
 
 
